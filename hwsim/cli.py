@@ -1,0 +1,265 @@
+"""The ``hwsim`` command line: thin click commands over the library.
+
+Each command parses its options, calls one library function and prints. Every
+:class:`~hwsim.errors.HwsimError` (and click's own usage errors) becomes one line on stderr
+and a non-zero exit code; Ctrl-C becomes "interrupted" and exit code 130.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from hwsim import __version__
+from hwsim.errors import HwsimError
+
+
+class HwsimGroup(click.Group):
+    """A click group that reports errors in one line instead of a traceback or usage block."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            _fail("interrupted", 130)
+        except click.ClickException as e:
+            hint = ""
+            if isinstance(e, click.UsageError) and e.ctx is not None:
+                hint = f" (see '{e.ctx.command_path} --help')"
+            _fail(e.format_message() + hint, e.exit_code)
+        except HwsimError as e:
+            _fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(cls=HwsimGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hwsim")
+def cli() -> None:
+    """hwsim: how much accuracy a trained CNN loses on analog in-memory hardware,
+    with and without BatchNorm."""
+
+
+def main() -> None:
+    cli()
+
+
+# ----------------------------------------------------------------------------- models
+
+
+@cli.command("models")
+def models_cmd() -> None:
+    """List the architectures with parameter count and number of BN layers."""
+    from hwsim.models import count_bn_layers, count_parameters, create_model, list_models
+
+    click.echo(f"{'arch':<10} {'params (BN)':>12} {'params (no BN)':>15} {'BN layers':>10}")
+    for name in list_models():
+        with_bn = create_model(name, bn=True, num_classes=10, in_channels=3)
+        without = create_model(name, bn=False, num_classes=10, in_channels=3)
+        click.echo(f"{name:<10} {count_parameters(with_bn):>12,} {count_parameters(without):>15,}"
+                   f" {count_bn_layers(with_bn):>10}")
+    click.echo("(parameter counts for 10 classes and 3x32x32 inputs)")
+
+
+# ----------------------------------------------------------------------------- train
+
+
+@cli.command("train")
+@click.option("--arch", default="cnn", show_default=True,
+              help="Architecture (see 'hwsim models').")
+@click.option("--bn/--no-bn", default=True, show_default=True,
+              help="With BatchNorm after every conv, or none at all.")
+@click.option("--dataset", default="fashion-mnist", show_default=True,
+              help="fashion-mnist, cifar10, cifar100 or digits.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder holding the dataset (default: ~/.cache/hwsim/data, and Debian's "
+                   "/usr/share/datasets for Fashion-MNIST).")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1,
+              show_default=True, help="Peak learning rate (linear warm-up, cosine decay).")
+@click.option("--grad-clip", type=click.FloatRange(min=0, min_open=True), default=2.0,
+              show_default=True, help="Cap on the global gradient norm per step.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--train-subset", type=click.IntRange(min=1), default=None,
+              help="Train on the first N training examples only.")
+@click.option("--device", "device", default="auto", show_default=True,
+              type=click.Choice(["auto", "cpu", "cuda"]), help="Where to train.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Checkpoint path [default: ARCH[-nobn]-DATASET.pt].")
+def train_cmd(arch, bn, dataset, data_dir, epochs, batch_size, lr, grad_clip, weight_decay, seed,
+              train_subset, device, out) -> None:
+    """Train a model on a dataset and write a checkpoint."""
+    from hwsim.checkpoint import save_checkpoint
+    from hwsim.data import load_dataset
+    from hwsim.models import check_arch
+    from hwsim.train import TrainConfig, train
+
+    check_arch(arch)
+    data = load_dataset(dataset, data_dir)
+    config = TrainConfig(arch=arch, bn=bn, dataset=dataset, epochs=epochs, batch_size=batch_size,
+                         lr=lr, grad_clip=grad_clip, weight_decay=weight_decay, seed=seed,
+                         train_subset=train_subset)
+    result = train(config, data, device=device)
+    out = out or Path(f"{arch}{'' if bn else '-nobn'}-{dataset}.pt")
+    save_checkpoint(result.checkpoint, out)
+    click.echo(f"{arch} {'with' if bn else 'without'} BN on {dataset}: test accuracy "
+               f"{100 * result.test_accuracy:.2f}% after {epochs} epoch(s) "
+               f"in {result.seconds:.0f} s -> {out}")
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+@cli.group("devices", invoke_without_command=True)
+@click.pass_context
+def devices_cmd(ctx) -> None:
+    """List the device presets (device_configs/*.yaml)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from hwsim.devices import list_presets, load_preset
+
+    for name in list_presets():
+        p = load_preset(name)
+        click.echo(f"{name:<18} {p.description}")
+        click.echo(f"{'':<18} source: {p.source}")
+
+
+@devices_cmd.command("show")
+@click.argument("preset")
+def devices_show_cmd(preset: str) -> None:
+    """Print the resolved parameters of PRESET (a name or a YAML path)."""
+    import yaml
+
+    from hwsim.devices import load_preset
+
+    p = load_preset(preset)
+    click.echo(yaml.safe_dump(p.to_dict(), sort_keys=False, width=100).rstrip())
+
+
+# ----------------------------------------------------------------------------- convert
+
+_model_opts = [
+    click.option("--model", "model_path", required=True,
+                 type=click.Path(dir_okay=False, path_type=Path),
+                 help="A checkpoint from 'hwsim train' (or a plain state_dict with --arch and "
+                      "--dataset)."),
+    click.option("--arch", default=None, help="Architecture of a plain state_dict."),
+]
+
+
+def _add(options):
+    def deco(f):
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+    return deco
+
+
+def _preset(device: str, eta: float | None):
+    from hwsim.devices import load_preset
+
+    p = load_preset(device)
+    return p.with_eta(eta) if eta is not None else p
+
+
+@cli.command("convert")
+@_add(_model_opts)
+@click.option("--dataset", default=None, help="Dataset of a plain state_dict.")
+@click.option("--device", "device", default="pcm", show_default=True,
+              help="Device preset: a name from 'hwsim devices' or a YAML path.")
+@click.option("--bn", "bn_mode", default="keep", show_default=True,
+              type=click.Choice(["keep", "fold"]),
+              help="keep: BN stays digital; fold: BN folded into the conv weights first.")
+@click.option("--eta", type=float, default=None,
+              help="Weight-noise level for the gaussian presets (overrides the preset's).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Analog checkpoint path [default: MODEL-PRESET-BN.pt].")
+def convert_cmd(model_path, arch, dataset, device, bn_mode, eta, out) -> None:
+    """Map a trained model onto analog tiles of a device preset (writes an analog checkpoint)."""
+    from hwsim.convert import convert_file
+
+    preset = _preset(device, eta)
+    out = out or model_path.with_name(f"{model_path.stem}-{preset.name}-{bn_mode}.pt")
+    conv = convert_file(model_path, preset, bn_mode, out, arch=arch, dataset=dataset)
+    if conv.note:
+        click.echo(conv.note)
+    c = conv.checkpoint
+    click.echo(f"{c.arch} ({'BN ' + c.bn_mode if c.bn else 'no BN'}) on preset {preset.name}"
+               f" -> {out}")
+
+
+# ----------------------------------------------------------------------------- infer
+
+
+@cli.command("infer")
+@_add(_model_opts)
+@click.option("--device", "device", default=None,
+              help="Device preset, to convert a digital checkpoint on the fly.")
+@click.option("--bn", "bn_mode", default=None, type=click.Choice(["keep", "fold"]),
+              help="BN mode when converting on the fly [default: keep].")
+@click.option("--eta", type=float, default=None, help="Weight-noise level (gaussian presets).")
+@click.option("--t-inference", "times", default="1s,1h,1d,1y", show_default=True,
+              help="Inference times: comma-separated, e.g. 1s,1h,1d,1w,1y or seconds.")
+@click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Monte-Carlo repeats (independent chips).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--dataset", default=None, help="Dataset [default: the checkpoint's].")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--test-subset", type=click.IntRange(min=1), default=None,
+              help="Evaluate on the first N test images only [default: all].")
+@click.option("--engine", default=None,
+              help="Simulation engine: fast, aihwkit (reference, seedable torch tiles) or "
+                   "aihwkit-cpp (C++ tiles, not seedable) [default: fast].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--compute-device", default="auto", show_default=True,
+              type=click.Choice(["auto", "cpu", "cuda"]), help="Where to run.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write every (t, repeat) result with its metadata (.json or .csv).")
+def infer_cmd(model_path, arch, device, bn_mode, eta, times, repeats, seed, dataset, data_dir,
+              test_subset, engine, batch_size, compute_device, out) -> None:
+    """Program analog chips, drift them to each time and measure test accuracy."""
+    from hwsim.checkpoint import load_checkpoint
+    from hwsim.convert import convert
+    from hwsim.data import load_dataset
+    from hwsim.devices import parse_times
+    from hwsim.engine import DEFAULT_ENGINE
+    from hwsim.errors import ConfigError
+    from hwsim.infer import (InferSettings, check_dataset, format_table, run_inference,
+                             write_results)
+
+    settings = InferSettings(times=tuple(parse_times(times)), repeats=repeats, seed=seed,
+                             test_subset=test_subset, engine=engine or DEFAULT_ENGINE,
+                             batch_size=batch_size)
+    ckpt = load_checkpoint(model_path, arch=arch, dataset=dataset)
+    if ckpt.kind == "analog":
+        if device is not None or bn_mode is not None or eta is not None:
+            raise ConfigError(
+                f"{model_path} is already converted (preset {ckpt.preset['name']!r}, BN "
+                f"{ckpt.bn_mode}): drop --device/--bn/--eta, or give the digital checkpoint"
+            )
+    else:
+        if device is None:
+            raise ConfigError(f"{model_path} is a digital checkpoint: name a device preset with "
+                              "--device (e.g. --device pcm)")
+        conv = convert(ckpt, _preset(device, eta), bn_mode or "keep")
+        if conv.note:
+            click.echo(conv.note)
+        ckpt = conv.checkpoint
+    check_dataset(ckpt, dataset or ckpt.dataset)
+    data = load_dataset(dataset or ckpt.dataset, data_dir)
+    result = run_inference(ckpt, data, settings, device=compute_device)
+    click.echo(format_table(result))
+    click.echo(f"({result.seconds:.1f} s)")
+    if out:
+        write_results(result, out)
+        click.echo(f"results -> {out}")

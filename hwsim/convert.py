@@ -1,0 +1,62 @@
+"""Digital checkpoint -> analog checkpoint: BN kept or folded, plus a resolved device preset.
+
+The analog checkpoint stores the digital weights (BN-folded for ``--bn fold``) and the preset
+as plain data; the analog model is rebuilt from them by an engine (``hwsim.engine``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from hwsim.bn import check_bn_mode, fold_bn
+from hwsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from hwsim.devices import DevicePreset
+from hwsim.errors import CheckpointError
+from hwsim.runtime import sha256_file
+
+
+@dataclass
+class Conversion:
+    checkpoint: Checkpoint
+    note: str  # e.g. that --bn had no effect on a BN-free model
+
+
+def convert(ckpt: Checkpoint, preset: DevicePreset, bn_mode: str = "keep",
+            source_sha256: str | None = None) -> Conversion:
+    """An analog checkpoint of digital checkpoint ``ckpt`` for ``preset``.
+
+    Args:
+        bn_mode: ``keep`` (BN stays digital between analog layers) or ``fold`` (BN folded into
+            the preceding conv before mapping). For a model without BN it is recorded as
+            ``none`` and the note says so.
+
+    Raises:
+        CheckpointError: ``ckpt`` is already analog.
+    """
+    check_bn_mode(bn_mode)
+    if ckpt.kind != "digital":
+        raise CheckpointError(
+            f"the checkpoint is already analog (preset {ckpt.preset.get('name')!r}, BN "
+            f"{ckpt.bn_mode}); convert the digital checkpoint it came from"
+        )
+    note = ""
+    state = ckpt.state_dict
+    if not ckpt.bn:
+        if bn_mode == "fold":
+            note = f"{ckpt.arch} has no BatchNorm layers: --bn fold has nothing to fold"
+        bn_mode = "none"
+    elif bn_mode == "fold":
+        state = {k: v.clone() for k, v in fold_bn(ckpt.build_model()).state_dict().items()}
+    analog = replace(ckpt, kind="analog", bn_mode=bn_mode, preset=preset.to_dict(),
+                     source_sha256=source_sha256, state_dict=state)
+    return Conversion(analog, note)
+
+
+def convert_file(model_path: str | Path, preset: DevicePreset, bn_mode: str, out: str | Path,
+                 *, arch: str | None = None, dataset: str | None = None) -> Conversion:
+    """Read a digital checkpoint, convert it and write the analog checkpoint to ``out``."""
+    ckpt = load_checkpoint(model_path, arch=arch, dataset=dataset)
+    conv = convert(ckpt, preset, bn_mode, sha256_file(model_path))
+    save_checkpoint(conv.checkpoint, out)
+    return conv

@@ -1,0 +1,303 @@
+"""Device presets: YAML files in ``device_configs/`` validated into :class:`DevicePreset`.
+
+A preset says what happens to a layer's weights and to its matrix-vector products when the
+layer lives on an analog tile:
+
+* ``noise_model`` — aihwkit's phenomenological device model: programming noise, drift and
+  read noise (``pcm``, ``reram-cmo``, ``reram-wan2022``) or ``none``;
+* ``drift_compensation`` — aihwkit's ``GlobalDriftCompensation`` or ``none``;
+* ``forward`` — the tile's forward IO non-idealities (DAC/ADC, output noise, bounds, noise
+  and bound management), or ``is_perfect: true`` for an exact product;
+* ``mapping`` — how a layer maps onto tiles (tile size, weight scaling, digital bias);
+* ``weight_noise`` — hwsim's own weight perturbation, the noise of Fagbohungbe & Qian
+  (2022): additive ``w + eta * std(W) * N(0,1)`` or multiplicative ``w * (1 + eta * N(0,1))``
+  per conv/linear layer, drawn once per Monte-Carlo repeat.
+
+This is the only module that turns a preset into aihwkit's configuration objects
+(:func:`to_rpu_config`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from hwsim.config import build, load, to_plain
+from hwsim.errors import ConfigError, SimulationError
+
+NoiseModelType = Literal["none", "pcm", "reram-cmo", "reram-wan2022"]
+
+# ReRamWan2022NoiseModel's polynomial fits exist only at these times (seconds).
+WAN2022_TIMES = (1.0, 86400.0, 172800.0)
+
+
+@dataclass(frozen=True)
+class NoiseModelSpec:
+    """aihwkit inference noise model (programming noise, drift, read noise)."""
+
+    type: NoiseModelType = "none"
+    g_max: float | None = None  # µS the largest |weight| of a tile maps to; None: model default
+    prog_noise_scale: float = 1.0  # multiplies the programming noise
+    read_noise_scale: float = 1.0  # multiplies the 1/f read noise (pcm, reram-cmo)
+    drift_scale: float = 1.0  # multiplies drift (pcm, reram-cmo)
+    acceptance_range: float = 0.2  # reram-cmo: program-and-verify acceptance range, % (0.2 or 2)
+
+    def __post_init__(self):
+        for name in ("prog_noise_scale", "read_noise_scale", "drift_scale"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"noise_model.{name}: must be >= 0, got {getattr(self, name)}")
+        if self.g_max is not None and self.g_max <= 0:
+            raise ValueError(f"noise_model.g_max: must be > 0, got {self.g_max}")
+        if self.acceptance_range not in (0.2, 2.0):
+            raise ValueError("noise_model.acceptance_range: choose 0.2 or 2")
+
+
+@dataclass(frozen=True)
+class ForwardSpec:
+    """Forward-pass IO of a tile (aihwkit ``IOParameters``); defaults are aihwkit's."""
+
+    is_perfect: bool = False  # exact product: none of the below applies
+    inp_res: float = 1 / 126  # input DAC step relative to the input range (7 bit signed)
+    inp_bound: float = 1.0
+    inp_noise: float = 0.0
+    out_res: float = 1 / 510  # output ADC step relative to the output range (9 bit signed)
+    out_bound: float = 12.0
+    out_noise: float = 0.06  # additive Gaussian output noise, drawn at every forward
+    noise_management: Literal["abs_max", "max", "none"] = "abs_max"
+    bound_management: Literal["iterative", "none"] = "iterative"
+
+    def __post_init__(self):
+        for name in ("inp_res", "inp_bound", "inp_noise", "out_res", "out_bound", "out_noise"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"forward.{name}: must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class MappingSpec:
+    """How layers map onto tiles (aihwkit ``MappingParameter``).
+
+    aihwkit's default ``weight_scaling_omega=0`` leaves weights unscaled on the tile, so the
+    small weights of a conv produce small outputs that the fixed output noise swamps (relative
+    output error 0.47 on a ResNet-20, against 0.06 with omega=1). hwsim's presets map each
+    tile's largest |weight| to 1 (omega=1, per tile) and undo the scale digitally after the
+    ADC, which is what a post-training mapping onto real hardware would do.
+    """
+
+    max_input_size: int = 512
+    max_output_size: int = 512
+    weight_scaling_omega: float = 1.0
+    weight_scaling_columnwise: bool = False
+    digital_bias: bool = True
+
+    def __post_init__(self):
+        if self.max_input_size < 1 or self.max_output_size < 1:
+            raise ValueError("mapping.max_input_size/max_output_size: must be >= 1")
+        if self.weight_scaling_omega < 0:
+            raise ValueError("mapping.weight_scaling_omega: must be >= 0")
+
+
+@dataclass(frozen=True)
+class WeightNoiseSpec:
+    """The paper's Gaussian weight noise, relative to each layer's weight spread."""
+
+    type: Literal["additive", "multiplicative"]
+    eta: float
+
+    def __post_init__(self):
+        if self.eta < 0:
+            raise ValueError(f"weight_noise.eta: must be >= 0, got {self.eta}")
+
+
+@dataclass(frozen=True)
+class DevicePreset:
+    """A validated device preset. ``path`` is the file it came from (for messages)."""
+
+    name: str
+    description: str
+    source: str
+    noise_model: NoiseModelSpec = field(default_factory=NoiseModelSpec)
+    drift_compensation: Literal["global", "none"] = "none"
+    forward: ForwardSpec = field(default_factory=ForwardSpec)
+    mapping: MappingSpec = field(default_factory=MappingSpec)
+    weight_noise: WeightNoiseSpec | None = None
+    path: str = ""
+
+    @property
+    def time_dependent(self) -> bool:
+        """Whether accuracy depends on the inference time (a device model with drift)."""
+        return self.noise_model.type != "none"
+
+    @property
+    def eta(self) -> float | None:
+        return self.weight_noise.eta if self.weight_noise else None
+
+    def with_eta(self, eta: float) -> "DevicePreset":
+        """This preset with weight-noise level ``eta`` (ConfigError if it has no weight noise)."""
+        if self.weight_noise is None:
+            raise ConfigError(f"device preset {self.name!r} has no weight_noise: --eta does not "
+                              "apply (use gaussian or gaussian-mult)")
+        if eta < 0:
+            raise ConfigError(f"--eta must be >= 0, got {eta}")
+        return dataclasses.replace(self, weight_noise=dataclasses.replace(self.weight_noise, eta=eta))
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+    def check_times(self, times: list[float]) -> None:
+        """SimulationError if the noise model is undefined at one of ``times`` (seconds)."""
+        if self.noise_model.type == "reram-wan2022":
+            bad = [t for t in times if float(t) not in WAN2022_TIMES]
+            if bad:
+                raise SimulationError(
+                    f"device preset {self.name!r} (aihwkit ReRamWan2022NoiseModel) is defined "
+                    f"only at t = 1s, 1d, 2d; asked for {', '.join(format_time(t) for t in bad)}"
+                )
+
+
+# ------------------------------------------------------------------ finding and loading
+
+
+def presets_dir() -> Path:
+    """``$HWSIM_DEVICE_CONFIGS``, else ``device_configs/`` of the source tree."""
+    env = os.environ.get("HWSIM_DEVICE_CONFIGS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "device_configs"
+
+
+def list_presets() -> list[str]:
+    """Names of the presets shipped in :func:`presets_dir`."""
+    return sorted(p.stem for p in presets_dir().glob("*.yaml"))
+
+
+def load_preset(name_or_path: str | Path) -> DevicePreset:
+    """A preset by name (``pcm``) or by the path of a YAML file.
+
+    Raises:
+        ConfigError: unknown name (lists the presets) or an invalid file (names file and key).
+    """
+    text = str(name_or_path)
+    path = Path(text)
+    if not (text.endswith((".yaml", ".yml")) or os.sep in text or path.is_file()):
+        path = presets_dir() / f"{text}.yaml"
+        if not path.is_file():
+            raise ConfigError(
+                f"unknown device preset {text!r}; choose one of: {', '.join(list_presets())} "
+                "(or give the path of a YAML file)"
+            )
+    preset = load(DevicePreset, path)
+    return dataclasses.replace(preset, path=str(path))
+
+
+def preset_from_dict(data: dict, where: str) -> DevicePreset:
+    """Rebuild a preset stored as plain data (e.g. in an analog checkpoint)."""
+    return build(DevicePreset, data, where)
+
+
+# ------------------------------------------------------------------ times
+
+
+_UNITS = {"s": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
+          "y": 365.0 * 86400.0}
+
+
+def parse_time(text: str) -> float:
+    """``"1d"`` -> 86400.0. Units: s, m/min, h, d, w, y (365 d); a bare number is seconds.
+
+    Raises:
+        ConfigError: garbage, zero or negative.
+    """
+    raw = str(text).strip().lower()
+    unit = next((u for u in sorted(_UNITS, key=len, reverse=True) if raw.endswith(u)), None)
+    number = raw[: -len(unit)] if unit else raw
+    try:
+        value = float(number) * (_UNITS[unit] if unit else 1.0)
+    except ValueError:
+        raise ConfigError(
+            f"bad inference time {text!r}; use a positive number of seconds or a number with "
+            "a unit s, m, h, d, w, y (e.g. 1s,1h,1d,1y)"
+        ) from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"bad inference time {text!r}: it must be positive and finite")
+    return value
+
+
+def parse_times(text: str) -> list[float]:
+    """``"1s,1h,1d"`` -> sorted unique seconds."""
+    parts = [p for p in str(text).split(",") if p.strip()]
+    if not parts:
+        raise ConfigError("no inference time given; e.g. --t-inference 1s,1h,1d,1y")
+    return sorted({parse_time(p) for p in parts})
+
+
+def format_time(seconds: float | None) -> str:
+    """86400 -> ``"1d"``; the largest unit that divides evenly, else seconds."""
+    if seconds is None:
+        return "-"
+    for unit in ("y", "w", "d", "h", "min", "s"):
+        n = seconds / _UNITS[unit]
+        if n >= 1 and abs(n - round(n)) < 1e-9:
+            return f"{int(round(n))}{unit}"
+    return f"{seconds:g}s"
+
+
+# ------------------------------------------------------------------ aihwkit
+
+
+def to_rpu_config(preset: DevicePreset, tile: Literal["torch", "cpp"] = "torch"):
+    """The aihwkit ``(Torch)InferenceRPUConfig`` for ``preset``.
+
+    ``torch`` tiles draw every random number from torch's seedable RNG (reproducible runs);
+    ``cpp`` tiles are aihwkit's C++ tiles, whose forward noise is seeded from the clock.
+    """
+    from aihwkit.inference import GlobalDriftCompensation
+    from aihwkit.simulator.configs import InferenceRPUConfig, TorchInferenceRPUConfig
+    from aihwkit.simulator.parameters.enums import BoundManagementType, NoiseManagementType
+
+    cfg = TorchInferenceRPUConfig() if tile == "torch" else InferenceRPUConfig()
+    fwd = preset.forward
+    cfg.forward.is_perfect = fwd.is_perfect
+    cfg.forward.inp_res = fwd.inp_res
+    cfg.forward.inp_bound = fwd.inp_bound
+    cfg.forward.inp_noise = fwd.inp_noise
+    cfg.forward.out_res = fwd.out_res
+    cfg.forward.out_bound = fwd.out_bound
+    cfg.forward.out_noise = fwd.out_noise
+    cfg.forward.noise_management = {
+        "abs_max": NoiseManagementType.ABS_MAX, "max": NoiseManagementType.MAX,
+        "none": NoiseManagementType.NONE}[fwd.noise_management]
+    cfg.forward.bound_management = {
+        "iterative": BoundManagementType.ITERATIVE,
+        "none": BoundManagementType.NONE}[fwd.bound_management]
+    m = preset.mapping
+    cfg.mapping.max_input_size = m.max_input_size
+    cfg.mapping.max_output_size = m.max_output_size
+    cfg.mapping.weight_scaling_omega = m.weight_scaling_omega
+    cfg.mapping.weight_scaling_columnwise = m.weight_scaling_columnwise
+    cfg.mapping.digital_bias = m.digital_bias
+    model = make_noise_model(preset.noise_model)
+    if model is not None:
+        cfg.noise_model = model
+    cfg.drift_compensation = GlobalDriftCompensation() if preset.drift_compensation == "global" \
+        else None
+    return cfg
+
+
+def make_noise_model(spec: NoiseModelSpec):
+    """aihwkit noise model object for ``spec`` (None for ``type: none``)."""
+    from aihwkit.inference import PCMLikeNoiseModel, ReRamCMONoiseModel, ReRamWan2022NoiseModel
+
+    kw = {} if spec.g_max is None else {"g_max": spec.g_max}
+    if spec.type == "pcm":
+        return PCMLikeNoiseModel(prog_noise_scale=spec.prog_noise_scale,
+                                 read_noise_scale=spec.read_noise_scale,
+                                 drift_scale=spec.drift_scale, **kw)
+    if spec.type == "reram-cmo":
+        return ReRamCMONoiseModel(prog_noise_scale=spec.prog_noise_scale,
+                                  read_noise_scale=spec.read_noise_scale,
+                                  drift_scale=spec.drift_scale,
+                                  acceptance_range=spec.acceptance_range, **kw)
+    if spec.type == "reram-wan2022":
+        return ReRamWan2022NoiseModel(noise_scale=spec.prog_noise_scale, **kw)
+    return None

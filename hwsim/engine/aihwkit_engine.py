@@ -1,0 +1,61 @@
+"""The reference engine: aihwkit's own analog tiles.
+
+``aihwkit`` uses aihwkit's torch tiles (``TorchInferenceRPUConfig``): every random draw —
+programming noise, drift, read noise and the forward IO noise — comes from torch's RNG, so
+a seed reproduces a run exactly, on CPU or CUDA. ``aihwkit-cpp`` uses aihwkit's C++ tiles
+(``InferenceRPUConfig``, CPU only): faster than the torch tiles, but their forward noise is
+seeded from the clock, so its numbers are not reproducible.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from hwsim.devices import DevicePreset, to_rpu_config
+from hwsim.engine.base import Engine
+from hwsim.noise import apply_weight_noise
+
+
+class AihwkitEngine(Engine):
+    name = "aihwkit"
+    tile = "torch"
+
+    def __init__(self, digital: nn.Module, preset: DevicePreset, device: torch.device):
+        super().__init__(digital, preset, device)
+        self.rpu_config = to_rpu_config(preset, self.tile)
+        self._analog: nn.Module | None = None
+
+    @property
+    def model(self) -> nn.Module:
+        if self._analog is None:
+            raise RuntimeError("program() first")
+        return self._analog
+
+    def program(self, seed: int) -> None:
+        from aihwkit.nn.conversion import convert_to_analog
+
+        torch.manual_seed(seed)
+        noisy = apply_weight_noise(self.digital, self.preset.weight_noise)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            analog = convert_to_analog(noisy, self.rpu_config)
+        self._analog = analog.to(self.device).eval()
+        if self.preset.time_dependent:
+            self._analog.program_analog_weights()
+
+    def drift(self, t_inference: float, seed: int) -> None:
+        torch.manual_seed(seed)
+        if self.preset.time_dependent:
+            self.model.drift_analog_weights(t_inference)
+
+
+class AihwkitCppEngine(AihwkitEngine):
+    name = "aihwkit-cpp"
+    tile = "cpp"
+
+    def __init__(self, digital: nn.Module, preset: DevicePreset, device: torch.device):
+        # aihwkit's PyPI wheel builds its C++ tiles for the CPU only.
+        super().__init__(digital, preset, torch.device("cpu"))
