@@ -263,3 +263,70 @@ def infer_cmd(model_path, arch, device, bn_mode, eta, times, repeats, seed, data
     if out:
         write_results(result, out)
         click.echo(f"results -> {out}")
+
+
+# ----------------------------------------------------------------------------- study / report
+
+
+@cli.group("study")
+def study_cmd() -> None:
+    """Run a whole grid from a study file (experiments/*.yaml), resumably."""
+
+
+@study_cmd.command("run")
+@click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder (checkpoints/, results.sqlite, report) [default: runs/NAME].")
+@click.option("--engine", default=None,
+              help="Override the study's engine (fast, aihwkit, aihwkit-cpp).")
+@click.option("--compute-device", default="auto", show_default=True,
+              type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--report/--no-report", default=True, show_default=True,
+              help="Write the HTML and Markdown report when the run completes.")
+def study_run_cmd(study_file, out, engine, compute_device, report) -> None:
+    """Train, convert and infer every cell of STUDY_FILE not yet in the store, then report.
+
+    Interrupt it at any time (Ctrl-C, or even kill -9): rerunning the same command resumes
+    where it stopped, and a changed study file computes only what is new.
+    """
+    from hwsim.study import format_status, load_study, run_study
+
+    study = load_study(study_file)
+    out = out or Path("runs") / study.name
+    run = run_study(study, out, engine=engine, device=compute_device,
+                    log=lambda msg: click.echo(msg, err=True))
+    click.echo(format_status(run.stages))
+    click.echo(f"{run.computed_cells} cells computed, {run.skipped_cells} resumed from the "
+               f"store, {run.trained} model(s) trained, {run.cached_models} cached; "
+               f"{run.seconds:.0f} s -> {out}")
+    if report:
+        from hwsim.report import write_report
+
+        for path in write_report(out):
+            click.echo(f"report -> {path}")
+
+
+@study_cmd.command("status")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+def study_status_cmd(run_dir) -> None:
+    """Show done/total per stage of the study run in RUN_DIR."""
+    from hwsim.study import format_status, status_from_run_dir
+
+    study, stages = status_from_run_dir(run_dir)
+    click.echo(f"study {study.name} ({study.path})")
+    click.echo(format_status(stages))
+
+
+@cli.command("report")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--format", "formats", default="html,md", show_default=True,
+              help="Comma-separated: html, md.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the report [default: RUN_DIR].")
+def report_cmd(run_dir, formats, out) -> None:
+    """Write the comparison report of a study run from its results store alone."""
+    from hwsim.report import write_report
+
+    for path in write_report(run_dir, tuple(f.strip() for f in formats.split(",") if f.strip()),
+                             out):
+        click.echo(f"report -> {path}")

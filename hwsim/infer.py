@@ -113,12 +113,14 @@ def run_inference(
     device: str = "auto",
     progress: bool = True,
     on_repeat: Callable[[list[Record]], None] | None = None,
+    on_eval: Callable[[Record], None] | None = None,
     skip: Callable[[int, float | None], bool] | None = None,
 ) -> InferResult:
     """Monte-Carlo inference of analog checkpoint ``ckpt`` on ``data``'s test split.
 
     Args:
         on_repeat: called with a repeat's records as soon as that repeat is done.
+        on_eval: called with each record as soon as it is measured (progress display).
         skip: ``skip(repeat, t)`` -> True leaves that cell out (already computed elsewhere).
 
     Raises:
@@ -151,6 +153,8 @@ def run_inference(
             acc = evaluate(engine.model, x, y, ckpt.normalization,
                            batch_size=settings.batch_size, device=engine.device)
             done.append(Record(t, r, acc))
+            if on_eval:
+                on_eval(done[-1])
             bar.update(1)
             bar.set_postfix(repeat=r, t=format_time(t), acc=f"{acc:.4f}")
         records += done

@@ -1,0 +1,193 @@
+"""The results store: one SQLite file per study run, written transactionally.
+
+Tables
+------
+``cells``     one Monte-Carlo sample: (dataset, arch, bn, seed, bn_mode, preset, eta, t,
+              repeat) -> accuracy. ``bn`` is ``"bn"``/``"no-bn"``; ``bn_mode`` is ``keep``,
+              ``fold`` or ``none`` (a model without BN); ``eta`` is NULL for presets without
+              weight noise; ``t`` (seconds) is NULL for presets without drift.
+``models``    one trained model: (dataset, arch, bn, seed) -> digital test accuracy on the
+              evaluated test split, n_test, number of BN layers, checkpoint path and hash,
+              training seconds.
+``presets``   preset name -> hash of (resolved preset, engine) used by the current study.
+``meta``      key -> JSON value: the study file, its settings, hwsim/aihwkit versions.
+
+A changed study must not mix stale results with new ones: every cell records the hash of its
+model's training/evaluation settings (``model_hash``) and of its preset and engine
+(``preset_hash``). Reading (:meth:`Store.cells`) returns only cells whose hashes match the
+current ``models`` and ``presets`` rows; older cells stay in the file, unused.
+
+Each Monte-Carlo repeat's cells are committed in one transaction, so a process killed at
+any moment leaves every finished repeat in the store and nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+STORE_NAME = "results.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cells (
+    key TEXT PRIMARY KEY,
+    dataset TEXT NOT NULL, arch TEXT NOT NULL, bn TEXT NOT NULL, seed INTEGER NOT NULL,
+    bn_mode TEXT NOT NULL, preset TEXT NOT NULL, eta REAL, t REAL, repeat INTEGER NOT NULL,
+    accuracy REAL NOT NULL, n_test INTEGER NOT NULL, engine TEXT NOT NULL,
+    model_hash TEXT NOT NULL, preset_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS models (
+    key TEXT PRIMARY KEY,
+    dataset TEXT NOT NULL, arch TEXT NOT NULL, bn TEXT NOT NULL, seed INTEGER NOT NULL,
+    digital_accuracy REAL NOT NULL, n_test INTEGER NOT NULL, full_test_accuracy REAL,
+    bn_layers INTEGER NOT NULL, checkpoint TEXT NOT NULL, checkpoint_sha256 TEXT NOT NULL,
+    train_seconds REAL, model_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS presets (name TEXT PRIMARY KEY, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class CellKey:
+    """Identifies one cell of a study grid."""
+
+    dataset: str
+    arch: str
+    bn: str  # "bn" | "no-bn"
+    seed: int
+    bn_mode: str  # "keep" | "fold" | "none"
+    preset: str
+    eta: float | None
+    t: float | None
+    repeat: int
+    model_hash: str = ""  # settings the model was trained and evaluated with
+    preset_hash: str = ""  # resolved preset and engine
+
+    @property
+    def id(self) -> str:
+        eta = "-" if self.eta is None else repr(float(self.eta))
+        t = "-" if self.t is None else repr(float(self.t))
+        return "|".join([self.dataset, self.arch, self.bn, str(self.seed), self.bn_mode,
+                         self.preset, eta, t, str(self.repeat), self.model_hash,
+                         self.preset_hash])
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    dataset: str
+    arch: str
+    bn: str
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return "|".join([self.dataset, self.arch, self.bn, str(self.seed)])
+
+    def cell(self, **kw) -> CellKey:
+        return CellKey(self.dataset, self.arch, self.bn, self.seed, **kw)
+
+
+class Store:
+    """A results store at ``path`` (created if absent)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._db.commit()
+
+    @classmethod
+    def open_existing(cls, run_dir: str | Path) -> "Store":
+        """The store of run folder ``run_dir``; StoreError if there is none."""
+        from hwsim.errors import HwsimError
+
+        path = Path(run_dir) / STORE_NAME
+        if not path.is_file():
+            raise HwsimError(f"{run_dir}: no results store ({STORE_NAME}) in this folder; "
+                             "run 'hwsim study run STUDY.yaml --out FOLDER' first")
+        return cls(path)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------ writing
+
+    def add_cells(self, cells: Iterable[tuple[CellKey, float, int, str]]) -> None:
+        """Insert (key, accuracy, n_test, engine) rows in one transaction (replacing equal keys)."""
+        rows = [(k.id, k.dataset, k.arch, k.bn, k.seed, k.bn_mode, k.preset, k.eta, k.t,
+                 k.repeat, acc, n, engine, k.model_hash, k.preset_hash)
+                for k, acc, n, engine in cells]
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO cells VALUES "
+                                 "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def add_model(self, key: ModelKey, *, digital_accuracy: float, n_test: int,
+                  full_test_accuracy: float | None, bn_layers: int, checkpoint: str,
+                  checkpoint_sha256: str, train_seconds: float | None,
+                  model_hash: str = "") -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO models VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (key.id, key.dataset, key.arch, key.bn, key.seed, digital_accuracy, n_test,
+                 full_test_accuracy, bn_layers, checkpoint, checkpoint_sha256, train_seconds,
+                 model_hash))
+
+    def set_preset_hashes(self, hashes: dict[str, str]) -> None:
+        """Record the (preset, engine) hashes of the current study."""
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO presets VALUES (?, ?)",
+                                 list(hashes.items()))
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    # ------------------------------------------------------------ reading
+
+    def done_ids(self) -> set[str]:
+        return {row[0] for row in self._db.execute("SELECT key FROM cells")}
+
+    def cells(self, *, current_only: bool = True) -> list[dict]:
+        """Cells as dicts (columns of ``cells`` without ``key``), in grid order.
+
+        With ``current_only``, cells whose model or preset settings were superseded by a
+        changed study are left out (those without a recorded model or preset are kept).
+        """
+        cur = self._db.execute("SELECT * FROM cells ORDER BY dataset, arch, bn, seed, bn_mode, "
+                               "preset, eta, t, repeat")
+        rows = [{k: row[k] for k in row.keys() if k != "key"} for row in cur]
+        if not current_only:
+            return rows
+        models = {(m["dataset"], m["arch"], m["bn"], m["seed"]): m["model_hash"]
+                  for m in self.models()}
+        presets = dict(self._db.execute("SELECT name, hash FROM presets").fetchall())
+        return [
+            r for r in rows
+            if models.get((r["dataset"], r["arch"], r["bn"], r["seed"]), r["model_hash"])
+            == r["model_hash"] and presets.get(r["preset"], r["preset_hash"]) == r["preset_hash"]
+        ]
+
+    def models(self) -> list[dict]:
+        cur = self._db.execute("SELECT * FROM models ORDER BY dataset, arch, bn, seed")
+        return [{k: row[k] for k in row.keys() if k != "key"} for row in cur]
+
+    def model(self, key: ModelKey) -> dict | None:
+        row = self._db.execute("SELECT * FROM models WHERE key = ?", (key.id,)).fetchone()
+        return None if row is None else {k: row[k] for k in row.keys() if k != "key"}
+
+    def meta(self) -> dict[str, Any]:
+        return {row[0]: json.loads(row[1]) for row in self._db.execute("SELECT * FROM meta")}

@@ -1,0 +1,415 @@
+"""Studies: a YAML grid of datasets x architectures x BN variants x presets x times/etas,
+run resumably into a results store.
+
+``run_study`` trains each needed checkpoint once (cached by the content of its training
+settings), then for every (model, BN mode, preset, eta) runs Monte-Carlo inference for the
+cells that the store does not hold yet, committing each repeat as soon as it is computed.
+Killing the process at any moment loses nothing already committed; rerunning computes only
+what is missing, and a changed study file only what is new.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from tqdm import tqdm
+
+from hwsim.config import load, to_plain
+from hwsim.data import DATASETS
+from hwsim.devices import DevicePreset, format_time, load_preset, parse_time
+from hwsim.engine import DEFAULT_ENGINE, ENGINES
+from hwsim.errors import ConfigError, HwsimError
+from hwsim.models import list_models
+from hwsim.store import STORE_NAME, CellKey, ModelKey, Store
+from hwsim.train import TrainConfig
+
+
+@dataclass(frozen=True)
+class DatasetPlan:
+    """Training and evaluation settings for one dataset of a study."""
+
+    name: str
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    grad_clip: float | None = 2.0
+    weight_decay: float = 5e-4
+    train_subset: int | None = None  # first N training images (None: all)
+    test_subset: int | None = None  # evaluate on the first N test images (None: all)
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study file."""
+
+    name: str
+    architectures: list[str]
+    presets: list[str]
+    datasets: list[DatasetPlan]
+    description: str = ""
+    bn: list[Literal["bn", "no-bn"]] = ("bn", "no-bn")
+    bn_modes: list[Literal["keep", "fold"]] = ("keep", "fold")
+    times: list[str] = ("1s", "1h", "1d", "1w", "1y")
+    etas: list[float] = ()
+    repeats: int = 5
+    seeds: list[int] = (0,)
+    engine: str = DEFAULT_ENGINE
+    data_dir: str | None = None
+    path: str = ""
+
+    @property
+    def time_seconds(self) -> list[float]:
+        return sorted({parse_time(t) for t in self.times})
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study file.
+
+    Raises:
+        ConfigError: naming the file, the key and the allowed values.
+    """
+    study = dataclasses.replace(load(Study, path), path=str(path))
+    where = str(path)
+
+    def bad(key: str, msg: str) -> ConfigError:
+        return ConfigError(f"{where}: {key}: {msg}")
+
+    for i, arch in enumerate(study.architectures):
+        if arch not in list_models():
+            raise bad(f"architectures[{i}]", f"unknown architecture {arch!r}; choose one of: "
+                                             f"{', '.join(list_models())}")
+    for i, plan in enumerate(study.datasets):
+        if plan.name not in DATASETS:
+            raise bad(f"datasets[{i}].name", f"unknown dataset {plan.name!r}; choose one of: "
+                                             f"{', '.join(DATASETS)}")
+        for key in ("epochs", "batch_size", "train_subset", "test_subset"):
+            value = getattr(plan, key)
+            if value is not None and value < 1:
+                raise bad(f"datasets[{i}].{key}", f"must be >= 1, got {value}")
+    for key in ("architectures", "presets", "datasets", "bn", "seeds"):
+        if not getattr(study, key):
+            raise bad(key, "must list at least one value")
+    if study.repeats < 1:
+        raise bad("repeats", f"must be >= 1, got {study.repeats}")
+    if study.engine not in ENGINES:
+        raise bad("engine", f"unknown engine {study.engine!r}; choose one of: {', '.join(ENGINES)}")
+    for i, t in enumerate(study.times):
+        try:
+            parse_time(t)
+        except ConfigError as e:
+            raise bad(f"times[{i}]", str(e)) from None
+    for i, eta in enumerate(study.etas):
+        if eta < 0:
+            raise bad(f"etas[{i}]", f"must be >= 0, got {eta}")
+    presets = study_presets(study)
+    for i, name in enumerate(study.presets):
+        preset = presets[name]
+        if preset.weight_noise is not None and not study.etas:
+            raise bad("etas", f"preset {name!r} has weight noise: list the noise levels (etas)")
+        try:
+            if preset.time_dependent:
+                preset.check_times(study.time_seconds)
+        except HwsimError as e:
+            raise bad(f"presets[{i}]", str(e)) from None
+    return study
+
+
+def study_presets(study: Study) -> dict[str, DevicePreset]:
+    """The study's presets by name; a path is taken relative to the study file's folder."""
+    out = {}
+    for i, name in enumerate(study.presets):
+        candidate = Path(study.path).parent / name
+        try:
+            preset = load_preset(candidate if name.endswith((".yaml", ".yml"))
+                                 and candidate.is_file() else name)
+        except ConfigError as e:
+            raise ConfigError(f"{study.path}: presets[{i}]: {e}") from None
+        out[name] = preset
+    return out
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------ the grid
+
+
+@dataclass(frozen=True)
+class ModelJob:
+    key: ModelKey
+    train: TrainConfig
+    test_subset: int | None
+
+    @property
+    def model_hash(self) -> str:
+        return _hash({"train": self.train.to_dict(), "test_subset": self.test_subset})
+
+    @property
+    def checkpoint_name(self) -> str:
+        return (f"{self.key.arch}-{self.key.bn}-{self.key.dataset}-s{self.key.seed}-"
+                f"{self.model_hash}.pt")
+
+
+@dataclass(frozen=True)
+class InferJob:
+    model: ModelJob
+    bn_mode: str  # keep | fold | none
+    preset: DevicePreset  # with the job's eta applied
+    preset_name: str  # as named in the study
+    preset_hash: str
+    eta: float | None
+    times: tuple[float | None, ...]
+    repeats: int
+
+    def cell(self, repeat: int, t: float | None) -> CellKey:
+        return self.model.key.cell(bn_mode=self.bn_mode, preset=self.preset_name, eta=self.eta,
+                                   t=t, repeat=repeat, model_hash=self.model.model_hash,
+                                   preset_hash=self.preset_hash)
+
+    def cells(self) -> list[CellKey]:
+        return [self.cell(r, t) for r in range(self.repeats) for t in self.times]
+
+
+@dataclass
+class Plan:
+    study: Study
+    models: list[ModelJob]
+    infers: list[InferJob]
+    preset_hashes: dict[str, str]
+
+
+def plan_study(study: Study, engine: str | None = None) -> Plan:
+    """Every model to train and every inference job of ``study`` (engine may be overridden)."""
+    engine = engine or study.engine
+    presets = study_presets(study)
+    preset_hashes = {n: _hash({"preset": {k: v for k, v in p.to_dict().items() if k != "path"},
+                               "engine": engine}) for n, p in presets.items()}
+    models, infers = [], []
+    for plan in study.datasets:
+        for arch in study.architectures:
+            for bn in study.bn:
+                for seed in study.seeds:
+                    train = TrainConfig(arch=arch, bn=bn == "bn", dataset=plan.name,
+                                        epochs=plan.epochs, batch_size=plan.batch_size,
+                                        lr=plan.lr, grad_clip=plan.grad_clip,
+                                        weight_decay=plan.weight_decay, seed=seed,
+                                        train_subset=plan.train_subset)
+                    job = ModelJob(ModelKey(plan.name, arch, bn, seed), train, plan.test_subset)
+                    models.append(job)
+                    modes = list(study.bn_modes) if bn == "bn" else ["none"]
+                    for mode in modes:
+                        for name in study.presets:
+                            preset = presets[name]
+                            etas = list(study.etas) if preset.weight_noise else [None]
+                            times = tuple(study.time_seconds) if preset.time_dependent else (None,)
+                            for eta in etas:
+                                p = preset.with_eta(eta) if eta is not None else preset
+                                infers.append(InferJob(job, mode, p, name, preset_hashes[name],
+                                                       eta, times, study.repeats))
+    return Plan(study, models, infers, preset_hashes)
+
+
+# ------------------------------------------------------------------ status
+
+
+@dataclass
+class StageStatus:
+    name: str
+    done: int
+    total: int
+
+
+def study_status(plan: Plan, run_dir: str | Path) -> list[StageStatus]:
+    """Done/total per stage: training, then inference per preset."""
+    run_dir = Path(run_dir)
+    store_path = run_dir / STORE_NAME
+    done_ids: set[str] = set()
+    if store_path.is_file():
+        with Store(store_path) as store:
+            done_ids = store.done_ids()
+    trained = sum((run_dir / "checkpoints" / m.checkpoint_name).is_file() for m in plan.models)
+    stages = [StageStatus("train", trained, len(plan.models))]
+    for name in plan.study.presets:
+        cells = [c for j in plan.infers if j.preset_name == name for c in j.cells()]
+        stages.append(StageStatus(f"infer {name}", sum(c.id in done_ids for c in cells),
+                                  len(cells)))
+    return stages
+
+
+def status_from_run_dir(run_dir: str | Path) -> tuple[Study, list[StageStatus]]:
+    """Status of the study last run into ``run_dir`` (the study file it recorded)."""
+    with Store.open_existing(run_dir) as store:
+        meta = store.meta()
+    if "study_path" not in meta:
+        raise HwsimError(f"{run_dir}: the store records no study")
+    study = load_study(meta["study_path"])
+    return study, study_status(plan_study(study, meta.get("engine")), run_dir)
+
+
+# ------------------------------------------------------------------ running
+
+
+@dataclass
+class StudyRun:
+    run_dir: Path
+    computed_cells: int
+    skipped_cells: int
+    trained: int
+    cached_models: int
+    seconds: float
+    stages: list[StageStatus] = field(default_factory=list)
+
+
+def run_study(
+    study: Study,
+    run_dir: str | Path,
+    *,
+    engine: str | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    log=print,
+) -> StudyRun:
+    """Run (or resume) ``study`` into ``run_dir``: checkpoints/ and results.sqlite.
+
+    Raises:
+        HwsimError subclasses for bad input (datasets missing, bad presets...).
+    """
+    import aihwkit
+    import torch
+
+    from hwsim import __version__
+    from hwsim.checkpoint import load_checkpoint, save_checkpoint
+    from hwsim.convert import convert
+    from hwsim.data import load_dataset
+    from hwsim.evaluate import evaluate
+    from hwsim.infer import InferSettings, run_inference
+    from hwsim.models import count_bn_layers
+    from hwsim.runtime import resolve_device, sha256_file
+    from hwsim.train import train
+
+    start = time.perf_counter()
+    run_dir = Path(run_dir)
+    engine = engine or study.engine
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
+    plan = plan_study(study, engine)
+    dev = resolve_device(device)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    store = Store(run_dir / STORE_NAME)
+    store.set_meta("study_path", str(Path(study.path).resolve()))
+    store.set_meta("study", {k: v for k, v in to_plain(study).items() if k != "path"}
+                   | {"times": study.time_seconds})
+    store.set_meta("engine", engine)
+    store.set_meta("presets", {n: p.to_dict() for n, p in study_presets(study).items()})
+    store.set_meta("versions", {"hwsim": __version__, "aihwkit": aihwkit.__version__,
+                                "torch": torch.__version__})
+    store.set_preset_hashes(plan.preset_hashes)
+
+    datasets = {}
+
+    def data_for(name: str):
+        if name not in datasets:
+            datasets[name] = load_dataset(name, study.data_dir)
+            plan_d = next(p for p in study.datasets if p.name == name)
+            n_test = len(datasets[name].test_subset(plan_d.test_subset)[1])
+            meta = store.meta().get("datasets", {})
+            meta[name] = {"n_test": n_test, "test_total": len(datasets[name].test_y),
+                          "source": datasets[name].source}
+            store.set_meta("datasets", meta)
+        return datasets[name]
+
+    # -- stage 1: training (cached by the content of the training settings)
+    trained = cached = 0
+    checkpoints = {}
+    for i, job in enumerate(plan.models, 1):
+        path = run_dir / "checkpoints" / job.checkpoint_name
+        label = f"{job.key.arch} {job.key.bn} {job.key.dataset} seed {job.key.seed}"
+        record = store.model(job.key)
+        if path.is_file() and record and record["model_hash"] == job.model_hash:
+            checkpoints[job.key] = load_checkpoint(path)
+            cached += 1
+            continue
+        data = data_for(job.key.dataset)
+        if path.is_file():
+            ckpt, seconds = load_checkpoint(path), None
+            cached += 1
+        else:
+            log(f"[train {i}/{len(plan.models)}] {label}: {job.train.epochs} epoch(s)")
+            result = train(job.train, data, device=device, progress=progress)
+            save_checkpoint(result.checkpoint, path)
+            ckpt, seconds = result.checkpoint, result.seconds
+            trained += 1
+        model = ckpt.build_model().to(dev)
+        x, y = data.test_subset(job.test_subset)
+        store.add_model(job.key, digital_accuracy=evaluate(model, x, y, ckpt.normalization,
+                                                            device=dev),
+                        n_test=len(y), full_test_accuracy=ckpt.test_accuracy,
+                        bn_layers=count_bn_layers(model), checkpoint=str(path),
+                        checkpoint_sha256=sha256_file(path), train_seconds=seconds,
+                        model_hash=job.model_hash)
+        checkpoints[job.key] = ckpt
+    log(f"[train] {len(plan.models)} model(s): {trained} trained, {cached} cached")
+
+    # -- stage 2: inference, committing every repeat as it completes
+    done = store.done_ids()
+    todo = [(job, [c for c in job.cells() if c.id not in done]) for job in plan.infers]
+    total_cells = sum(len(job.cells()) for job in plan.infers)
+    remaining = sum(len(c) for _, c in todo)
+    log(f"[infer] {total_cells} cells: {total_cells - remaining} already in the store, "
+        f"{remaining} to compute (engine {engine})")
+    bar = tqdm(total=remaining, disable=not progress, unit="cell", desc="study",
+               dynamic_ncols=True)
+    computed = 0
+    try:
+        for job, missing in todo:
+            if not missing:
+                continue
+            missing_ids = {c.id for c in missing}
+            ckpt = checkpoints[job.model.key]
+            analog = convert(ckpt, job.preset, "keep" if job.bn_mode == "none" else job.bn_mode)
+            data = data_for(job.model.key.dataset)
+            bar.set_description(f"{job.model.key.arch} {job.model.key.bn} {job.bn_mode} "
+                                f"{job.preset_name}" + (f" eta={job.eta:g}" if job.eta is not None
+                                                         else ""))
+            settings = InferSettings(times=tuple(t for t in job.times if t is not None),
+                                     repeats=job.repeats, seed=job.model.key.seed,
+                                     test_subset=job.model.test_subset, engine=engine)
+
+            def commit(records, job=job):
+                store.add_cells([(job.cell(r.repeat, r.t_inference), r.accuracy,
+                                  len(data.test_subset(job.model.test_subset)[1]), engine)
+                                 for r in records])
+
+            run_inference(analog.checkpoint, data, settings, device=device, progress=False,
+                          on_repeat=commit, on_eval=lambda r: bar.update(1),
+                          skip=lambda r, t, job=job, ids=missing_ids: job.cell(r, t).id not in ids)
+            computed += len(missing)
+    finally:
+        bar.close()
+        elapsed = time.perf_counter() - start
+        timing = store.meta().get("timing", {})
+        timing["last_run_seconds"] = elapsed
+        timing["total_seconds"] = timing.get("total_seconds", 0.0) + elapsed
+        store.set_meta("timing", timing)
+        store.close()
+    run = StudyRun(run_dir, computed, total_cells - remaining, trained, cached, elapsed)
+    run.stages = study_status(plan, run_dir)
+    return run
+
+
+def format_status(stages: list[StageStatus]) -> str:
+    width = max(len(s.name) for s in stages)
+    return "\n".join(f"{s.name:<{width}}  {s.done:>6}/{s.total:<6} "
+                     f"{'done' if s.done == s.total else f'{100 * s.done / max(s.total, 1):.0f}%'}"
+                     for s in stages)
+
+
+__all__ = ["DatasetPlan", "Study", "load_study", "plan_study", "run_study", "study_status",
+           "status_from_run_dir", "format_status", "format_time"]
