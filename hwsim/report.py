@@ -28,11 +28,11 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Iterable, Literal, Sequence
 
 from hwsim.devices import format_time
 from hwsim.errors import ConfigError, HwsimError
-from hwsim.store import STORE_NAME, Store
+from hwsim.store import Store
 
 FORMATS = ("html", "md")
 
@@ -40,8 +40,8 @@ NO_BN, BN_KEPT, BN_FOLDED = "no-BN", "BN kept", "BN folded"
 VARIANTS = (NO_BN, BN_KEPT, BN_FOLDED)
 
 PAPER_CITATION = (
-    'O. Fagbohungbe and L. Qian, "Impact of BatchNorm on the noise resistance of deep learning '
-    'models on analog hardware", IEEE Access 10:127728 (2022), abstract'
+    'O. Fagbohungbe and L. Qian, "The Effect of Batch Normalization on Noise Resistant Property '
+    'of Deep Learning Models", IEEE Access 10:127728-127741 (2022), abstract'
 )
 # The only published figures we cite: average normalised accuracy (%) under additive
 # Gaussian weight noise on CIFAR-10, keyed by (dataset, arch, weight-noise type).
@@ -119,6 +119,8 @@ class Verdict:
     dataset: str
     arch: str
     preset: str
+    eta: float | None  # None for the average over eta
+    t: float | None
     condition: str
     comparison: Literal["BN kept vs no-BN", "folding"]
     paper_metric: bool  # compares the average over eta rather than one (eta, t) level
@@ -235,9 +237,12 @@ def welch_ci(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, floa
     return diff, diff - half, diff + half, dof
 
 
-def _outcome(low: float, high: float, positive: str, negative: str) -> str:
+def _outcome(diff: float, low: float, high: float, positive: str, negative: str) -> str:
     if math.isnan(low):
         return TOO_FEW
+    # a zero-width CI (no spread) around a difference that is only float rounding
+    if low == high and abs(diff) < 1e-9:
+        return NO_DIFFERENCE
     if low > 0:
         return positive
     if high < 0:
@@ -275,9 +280,9 @@ def build_report(store: Store) -> Report:
     bn_layers = _bn_layers(models)
     study = meta.get("study") or {}
     title = f"hwsim report: {study['name']}" if study.get("name") else "hwsim report"
-    summaries = {d: _summary(d, groups, paper_metrics, verdicts, bn_layers) for d in datasets}
+    summaries = {d: _summary(d, groups, verdicts, bn_layers) for d in datasets}
     figures = [*_time_figures(groups), *_eta_figures(groups, noise_types),
-               *_bn_layer_figures(groups, paper_metrics, verdicts, bn_layers)]
+               *_bn_layer_figures(groups, bn_layers)]
     return Report(
         title=title,
         store_path=str(store.path),
@@ -290,7 +295,7 @@ def build_report(store: Store) -> Report:
         verdicts=verdicts,
         summaries=summaries,
         figures=figures,
-        notes=_notes(meta, groups, paper_metrics),
+        notes=_notes(groups, paper_metrics),
     )
 
 
@@ -326,10 +331,6 @@ def _noise_types(meta: dict) -> dict[str, str | None]:
     return out
 
 
-def _is_weight_noise(groups: Iterable[Group]) -> bool:
-    return any(g.eta is not None for g in groups)
-
-
 def _paper_metrics(groups: list[Group], noise_types: dict) -> list[PaperMetric]:
     by_key: dict[tuple, list[Group]] = defaultdict(list)
     for g in groups:
@@ -345,64 +346,75 @@ def _paper_metrics(groups: list[Group], noise_types: dict) -> list[PaperMetric]:
     return out
 
 
-def _group_index(groups: list[Group]) -> dict[tuple, Group]:
-    return {(g.dataset, g.arch, g.variant, g.preset, g.eta, g.t): g for g in groups}
+class _Index:
+    """Groups by key, and the eta levels of each (dataset, arch, variant, preset, t)."""
+
+    def __init__(self, groups: list[Group]):
+        self.groups = {(g.dataset, g.arch, g.variant, g.preset, g.eta, g.t): g for g in groups}
+        self.etas: dict[tuple, set[float]] = defaultdict(set)
+        for g in groups:
+            if g.eta is not None:
+                self.etas[(g.dataset, g.arch, g.variant, g.preset, g.t)].add(g.eta)
+
+    def pair(self, dataset: str, arch: str, preset: str, eta: float | None, t: float | None,
+             paper: bool, a: str, b: str) -> tuple[list[float], list[float], str] | None:
+        """Normalised-accuracy samples of variants ``a`` and ``b`` and the condition's label;
+        None when either has no data.
+
+        With ``paper``, one sample per (seed, repeat): its normalised accuracy averaged over
+        the eta levels both variants have; (seed, repeat)s missing a level are left out.
+        """
+        if not paper:
+            ga = self.groups.get((dataset, arch, a, preset, eta, t))
+            gb = self.groups.get((dataset, arch, b, preset, eta, t))
+            if ga is None or gb is None:
+                return None
+            sa, sb = ([s[2] for s in g.samples if not math.isnan(s[2])] for g in (ga, gb))
+            label = condition_label(eta, t)
+        else:
+            etas = sorted(self.etas.get((dataset, arch, a, preset, t), set())
+                          & self.etas.get((dataset, arch, b, preset, t), set()))
+            if not etas:
+                return None
+            sa, sb = (self._per_repeat_average(dataset, arch, v, preset, t, etas)
+                      for v in (a, b))
+            label = "average over η = " + ", ".join(f"{e:g}" for e in etas)
+            if t is not None:
+                label += f", t = {format_time(t)}"
+        return (sa, sb, label) if sa and sb else None
+
+    def _per_repeat_average(self, dataset, arch, variant, preset, t, etas) -> list[float]:
+        per_eta = []
+        for eta in etas:
+            g = self.groups[(dataset, arch, variant, preset, eta, t)]
+            per_eta.append({(s[0], s[1]): s[2] for s in g.samples if not math.isnan(s[2])})
+        common = set.intersection(*(set(d) for d in per_eta))
+        return [sum(d[k] for d in per_eta) / len(per_eta) for k in sorted(common)]
+
+
+_PAIRS = (("BN kept vs no-BN", NO_BN, BN_KEPT, BN_WORSE, BN_BETTER),
+          ("folding", BN_FOLDED, BN_KEPT, FOLD_HELPS, FOLD_HURTS))
 
 
 def _verdicts(groups: list[Group]) -> list[Verdict]:
-    index = _group_index(groups)
-    out = []
-    pairs = (("BN kept vs no-BN", NO_BN, BN_KEPT, BN_WORSE, BN_BETTER),
-             ("folding", BN_FOLDED, BN_KEPT, FOLD_HELPS, FOLD_HURTS))
-    levels = sorted({(g.dataset, g.arch, g.preset, g.eta, g.t) for g in groups},
+    index = _Index(groups)
+    levels = sorted({(g.dataset, g.arch, g.preset, g.eta, g.t, False) for g in groups},
                     key=lambda k: (k[0], k[1], k[2], _none_first(k[3]), _none_first(k[4])))
-    for dataset, arch, preset, eta, t in levels:
-        for comparison, a_var, b_var, pos, neg in pairs:
-            a = index.get((dataset, arch, a_var, preset, eta, t))
-            b = index.get((dataset, arch, b_var, preset, eta, t))
-            if a is None or b is None:
+    averages = sorted({(g.dataset, g.arch, g.preset, None, g.t, True) for g in groups
+                       if g.eta is not None},
+                      key=lambda k: (k[0], k[1], k[2], _none_first(k[4])))
+    out = []
+    for dataset, arch, preset, eta, t, paper in [*levels, *averages]:
+        for comparison, a, b, pos, neg in _PAIRS:
+            pair = index.pair(dataset, arch, preset, eta, t, paper, a, b)
+            if pair is None:
                 continue
-            sa = [s[2] for s in a.samples if not math.isnan(s[2])]
-            sb = [s[2] for s in b.samples if not math.isnan(s[2])]
-            if not sa or not sb:
-                continue
+            sa, sb, label = pair
             diff, low, high, dof = welch_ci(sa, sb)
-            out.append(Verdict(dataset, arch, preset, condition_label(eta, t), comparison,
-                               False, diff, low, high, dof, (len(sa), len(sb)),
-                               _outcome(low, high, pos, neg)))
-    # The paper's metric: one sample per (seed, repeat) = its normalised accuracy averaged
-    # over the eta levels both variants have; (seed, repeat)s missing a level are left out.
-    wn = sorted({(g.dataset, g.arch, g.preset, g.t) for g in groups if g.eta is not None},
-                key=lambda k: (k[0], k[1], k[2], _none_first(k[3])))
-    for dataset, arch, preset, t in wn:
-        for comparison, a_var, b_var, pos, neg in pairs:
-            etas_a = {g.eta for g in groups if (g.dataset, g.arch, g.variant, g.preset, g.t)
-                      == (dataset, arch, a_var, preset, t) and g.eta is not None}
-            etas_b = {g.eta for g in groups if (g.dataset, g.arch, g.variant, g.preset, g.t)
-                      == (dataset, arch, b_var, preset, t) and g.eta is not None}
-            etas = sorted(etas_a & etas_b)
-            if not etas:
-                continue
-            sa = _per_repeat_average(index, dataset, arch, a_var, preset, t, etas)
-            sb = _per_repeat_average(index, dataset, arch, b_var, preset, t, etas)
-            if not sa or not sb:
-                continue
-            diff, low, high, dof = welch_ci(sa, sb)
-            cond = "average over η = " + ", ".join(f"{e:g}" for e in etas)
-            if t is not None:
-                cond += f", t = {format_time(t)}"
-            out.append(Verdict(dataset, arch, preset, cond, comparison, True, diff, low, high,
-                               dof, (len(sa), len(sb)), _outcome(low, high, pos, neg)))
+            out.append(Verdict(dataset, arch, preset, eta, t, label, comparison, paper, diff,
+                               low, high, dof, (len(sa), len(sb)),
+                               _outcome(diff, low, high, pos, neg)))
     return out
-
-
-def _per_repeat_average(index, dataset, arch, variant, preset, t, etas) -> list[float]:
-    per_eta = []
-    for eta in etas:
-        g = index[(dataset, arch, variant, preset, eta, t)]
-        per_eta.append({(s[0], s[1]): s[2] for s in g.samples if not math.isnan(s[2])})
-    common = set.intersection(*(set(d) for d in per_eta))
-    return [sum(d[k] for d in per_eta) / len(per_eta) for k in sorted(common)]
 
 
 def _bn_layers(models: list[dict]) -> dict[tuple[str, str], int]:
@@ -415,37 +427,40 @@ def _bn_layers(models: list[dict]) -> dict[tuple[str, str], int]:
     return out
 
 
-def _gap_conditions(dataset: str, groups: list[Group], verdicts: list[Verdict]
-                    ) -> list[tuple[str, dict[str, dict[str, Verdict]]]]:
-    """Per condition whose BN gap the report tracks across architectures: (label,
-    {comparison: {arch: verdict}}). Weight-noise presets: the paper's metric; other presets:
-    their largest inference time (or their only level)."""
-    out = []
-    presets = sorted({g.preset for g in groups if g.dataset == dataset})
-    for preset in presets:
-        gs = [g for g in groups if g.dataset == dataset and g.preset == preset]
-        if _is_weight_noise(gs):
-            for t in sorted({g.t for g in gs}, key=_none_first):
-                label = f"{preset}, average over η" + (f", t = {format_time(t)}" if t else "")
-                picked = [v for v in verdicts if v.dataset == dataset and v.preset == preset
-                          and v.paper_metric and v.condition.endswith(
-                              f", t = {format_time(t)}") == (t is not None)]
-                out.append((label, picked))
+Gap = tuple[float, float, float]  # no-BN − BN variant: (difference, CI low, CI high)
+
+
+def _gaps(dataset: str, groups: list[Group]) -> list[tuple[str, dict[str, dict[str, Gap]]]]:
+    """The BN gaps the report tracks across architectures, per condition:
+    (label, {BN variant: {arch: gap}}). Weight-noise presets: the average over eta (the
+    paper's metric); other presets: their largest inference time (or their only level)."""
+    index = _Index(groups)
+    gs = [g for g in groups if g.dataset == dataset]
+    archs = sorted({g.arch for g in gs})
+    conditions = []
+    for preset in sorted({g.preset for g in gs}):
+        mine = [g for g in gs if g.preset == preset]
+        if any(g.eta is not None for g in mine):
+            for t in sorted({g.t for g in mine}, key=_none_first):
+                label = f"{preset}, average over η" + (
+                    f", t = {format_time(t)}" if t is not None else "")
+                conditions.append((label, preset, None, t, True))
         else:
-            t_max = max((g.t for g in gs if g.t is not None), default=None)
-            cond = condition_label(None, t_max)
+            t_max = max((g.t for g in mine if g.t is not None), default=None)
             label = preset if t_max is None else f"{preset} at t = {format_time(t_max)}"
-            picked = [v for v in verdicts if v.dataset == dataset and v.preset == preset
-                      and not v.paper_metric and v.condition == cond]
-            out.append((label, picked))
-    result = []
-    for label, picked in out:
-        by_cmp: dict[str, dict[str, Verdict]] = defaultdict(dict)
-        for v in picked:
-            by_cmp[v.comparison][v.arch] = v
-        if by_cmp:
-            result.append((label, dict(by_cmp)))
-    return result
+            conditions.append((label, preset, None, t_max, False))
+    out = []
+    for label, preset, eta, t, paper in conditions:
+        by_variant: dict[str, dict[str, Gap]] = {}
+        for variant in (BN_KEPT, BN_FOLDED):
+            for arch in archs:
+                pair = index.pair(dataset, arch, preset, eta, t, paper, NO_BN, variant)
+                if pair is not None:
+                    diff, low, high, _ = welch_ci(pair[0], pair[1])
+                    by_variant.setdefault(variant, {})[arch] = (diff, low, high)
+        if by_variant:
+            out.append((label, by_variant))
+    return out
 
 
 def _trend_sentence(label: str, gaps: dict[str, float], bn_layers: dict[str, int]) -> str:
@@ -461,14 +476,14 @@ def _trend_sentence(label: str, gaps: dict[str, float], bn_layers: dict[str, int
     if len(set(x)) < 2 or len(set(y)) < 2:
         return head + "undefined (no variation in BN layers or in the gap across architectures)."
     rho = float(spearmanr(x, y).statistic)
-    trend = ("grows" if rho > 0 else "shrinks" if rho < 0 else "shows no monotone trend")
-    verb = trend if rho == 0 else f"{trend} with the number of BN layers"
+    trend = ("grows with the number of BN layers" if rho > 0 else
+             "shrinks with the number of BN layers" if rho < 0 else "shows no monotone trend")
     return head + (f"Spearman ρ = {rho:+.2f} over {len(archs)} architectures: the harm of BN "
-                   f"{verb} (a trend over few models, not a significance test).")
+                   f"{trend} (a trend over few models, not a significance test).")
 
 
-def _summary(dataset: str, groups: list[Group], paper_metrics: list[PaperMetric],
-             verdicts: list[Verdict], bn_layers: dict) -> list[str]:
+def _summary(dataset: str, groups: list[Group], verdicts: list[Verdict],
+             bn_layers: dict) -> list[str]:
     lines = []
     for comparison, outcomes, what in (
         ("BN kept vs no-BN", (BN_WORSE, BN_BETTER, NO_DIFFERENCE, TOO_FEW),
@@ -487,12 +502,13 @@ def _summary(dataset: str, groups: list[Group], paper_metrics: list[PaperMetric]
             kind = ("average-over-η comparisons" if paper
                     else "comparisons at single (preset, η/t) levels")
             name = "BN kept vs no-BN" if comparison != "folding" else "BN folded vs BN kept"
+            kind = kind if len(vs) > 1 else kind.replace("comparisons", "comparison")
             lines.append(f"{name}: of {len(vs)} {kind}, " + ", ".join(parts) + ".")
     layers = {a: n for (d, a), n in bn_layers.items() if d == dataset}
-    for label, by_cmp in _gap_conditions(dataset, groups, verdicts):
-        kept = by_cmp.get("BN kept vs no-BN", {})
+    for label, by_variant in _gaps(dataset, groups):
+        kept = by_variant.get(BN_KEPT, {})
         if kept:
-            lines.append(_trend_sentence(label, {a: v.diff for a, v in kept.items()}, layers))
+            lines.append(_trend_sentence(label, {a: g[0] for a, g in kept.items()}, layers))
     return lines
 
 
@@ -570,8 +586,8 @@ def _setup(meta: dict, models: list[dict], cells: list[dict], datasets: list[str
     if versions:
         lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
     timing = meta.get("timing") or {}
-    times = [f"{k.replace('_', ' ')} {_seconds(v)}" for k, v in timing.items()
-             if isinstance(v, (int, float))]
+    times = [f"{k.removesuffix('_seconds').replace('_', ' ')} {_seconds(v)}"
+             for k, v in timing.items() if isinstance(v, (int, float))]
     if times:
         lines.append("Timing: " + ", ".join(times) + ".")
     train_s = [m["train_seconds"] for m in models if m.get("train_seconds")]
@@ -592,10 +608,10 @@ def _preset_lines(meta: dict, names: list[str]) -> list[str]:
     out = []
     for name in names:
         p = presets.get(name) or {}
-        desc = " ".join(str(p.get("description", "")).split())
-        src = " ".join(str(p.get("source", "")).split())
-        out.append(f"{name}: {desc or '(no description recorded)'}"
-                   + (f" Source: {src}." if src else ""))
+        desc = " ".join(str(p.get("description") or "").split()) or "(no description recorded)"
+        src = " ".join(str(p.get("source") or "").split())
+        out.append(f"{name}: {desc.rstrip('.')}."
+                   + (f" Source: {src.rstrip('.')}." if src else ""))
     return out
 
 
@@ -617,7 +633,7 @@ def _model_rows(models: list[dict]) -> list[dict]:
     return rows
 
 
-def _notes(meta: dict, groups: list[Group], paper_metrics: list[PaperMetric]) -> list[str]:
+def _notes(groups: list[Group], paper_metrics: list[PaperMetric]) -> list[str]:
     notes = [
         "Accuracies are in % of the evaluated test images; normalised accuracy = analog "
         "accuracy / digital accuracy of the same trained model on the same images, in %. "
@@ -661,8 +677,8 @@ def _slug(*parts: str) -> str:
 
 
 def _pct_band(stat: Stat) -> tuple[float, float, float]:
-    half = stat.ci if not math.isnan(stat.ci) else math.nan
-    return 100 * stat.mean, 100 * (stat.mean - half), 100 * (stat.mean + half)
+    """Mean and CI ends in %; the ends are NaN (no band) for a single sample."""
+    return 100 * stat.mean, 100 * (stat.mean - stat.ci), 100 * (stat.mean + stat.ci)
 
 
 def _line_series(gs: list[Group], x_of, stat_of) -> dict[tuple[str, str], Series]:
@@ -673,6 +689,8 @@ def _line_series(gs: list[Group], x_of, stat_of) -> dict[tuple[str, str], Series
     for (arch, variant), items in by.items():
         items.sort(key=x_of)
         vals = [_pct_band(stat_of(g)) for g in items]
+        if all(math.isnan(v[0]) for v in vals):  # e.g. no digital accuracy to normalise by
+            continue
         out[(arch, variant)] = Series(
             f"{arch} {variant}", tuple(float(x_of(g)) for g in items),
             tuple(v[0] for v in vals), tuple(v[1] for v in vals), tuple(v[2] for v in vals),
@@ -689,15 +707,17 @@ def _time_figures(groups: list[Group]) -> list[FigureSpec]:
         gs = [g for g in groups if (g.dataset, g.preset, g.eta) == (dataset, preset, eta)
               and g.t is not None]
         series = list(_line_series(gs, lambda g: g.t, lambda g: g.accuracy).values())
-        refs = {}
+        refs: dict[str, set[float]] = defaultdict(set)
         for g in gs:
             if g.digital is not None:
-                bn = "no-BN" if g.variant == NO_BN else "BN"
-                refs[(g.arch, bn)] = g.digital
+                refs[g.arch].add(g.digital)
         xs = sorted({g.t for g in gs})
-        for (arch, bn), dig in sorted(refs.items()):
-            series.append(Series(f"{arch} {bn} digital", (xs[0], xs[-1]),
-                                 (100 * dig, 100 * dig), color_key=arch, kind="ref"))
+        for arch, digs in sorted(refs.items()):
+            for i, dig in enumerate(sorted(digs)):
+                # one legend entry per arch for its BN and no-BN models' digital accuracy
+                series.append(Series(f"{arch} digital (BN, no-BN)" if i == 0 else "",
+                                     (xs[0], xs[-1]), (100 * dig, 100 * dig), color_key=arch,
+                                     kind="ref"))
         extra = f", η = {eta:g}" if eta is not None else ""
         figs.append(FigureSpec(
             name=_slug(dataset, preset, *([f"eta{eta:g}"] if eta is not None else []),
@@ -736,35 +756,20 @@ def _eta_figures(groups: list[Group], noise_types: dict) -> list[FigureSpec]:
     return figs
 
 
-def _bn_layer_figures(groups, paper_metrics, verdicts, bn_layers) -> list[FigureSpec]:
+def _bn_layer_figures(groups: list[Group], bn_layers: dict) -> list[FigureSpec]:
     figs = []
     for dataset in sorted({g.dataset for g in groups}):
         series = []
-        for label, by_cmp in _gap_conditions(dataset, groups, verdicts):
-            for comparison, what in (("BN kept vs no-BN", BN_KEPT),
-                                     ("folding", BN_FOLDED)):
-                kept = by_cmp.get("BN kept vs no-BN", {})
-                points = []
-                for arch, v in sorted(by_cmp.get(comparison, {}).items()):
-                    if (dataset, arch) not in bn_layers:
-                        continue
-                    if comparison == "BN kept vs no-BN":
-                        gap, lo, hi = v.diff, v.low, v.high
-                    else:  # no-BN − folded = (no-BN − kept) − (folded − kept)
-                        if arch not in kept:
-                            continue
-                        base = kept[arch].diff
-                        gap, lo, hi = base - v.diff, base - v.high, base - v.low
-                    points.append((bn_layers[(dataset, arch)], 100 * gap, 100 * lo, 100 * hi,
-                                   arch))
+        for label, by_variant in _gaps(dataset, groups):
+            for variant, gaps in by_variant.items():
+                points = [(bn_layers[(dataset, arch)], *(100 * v for v in gap), arch)
+                          for arch, gap in sorted(gaps.items()) if (dataset, arch) in bn_layers]
                 if points:
                     series.append(Series(
-                        f"{label}: no-BN − {what}", tuple(p[0] for p in points),
-                        tuple(p[1] for p in points),
-                        tuple(p[2] if comparison != "folding" else math.nan for p in points),
-                        tuple(p[3] if comparison != "folding" else math.nan for p in points),
-                        color_key=label, variant=what, kind="points",
-                        point_labels=tuple(p[4] for p in points)))
+                        f"{label}: no-BN − {variant}", tuple(p[0] for p in points),
+                        tuple(p[1] for p in points), tuple(p[2] for p in points),
+                        tuple(p[3] for p in points), color_key=label, variant=variant,
+                        kind="points", point_labels=tuple(p[4] for p in points)))
         if series:
             figs.append(FigureSpec(
                 name=_slug(dataset, "gap-vs-bn-layers"),
@@ -772,8 +777,8 @@ def _bn_layer_figures(groups, paper_metrics, verdicts, bn_layers) -> list[Figure
                 caption=("Gap in normalised accuracy (no-BN minus the BN variant, percentage "
                          "points) vs the number of BN layers of each architecture's BN model; "
                          "weight-noise presets use the average over η, other presets their "
-                         "largest inference time. Error bars: Welch 95% CI of no-BN − BN kept. "
-                         "Above 0: the BN model loses more."),
+                         "largest inference time. Error bars: Welch 95% CI. Above 0: the BN "
+                         "model loses more."),
                 kind="bn_layers", xlabel="BN layers in the BN model",
                 ylabel="no-BN − BN normalised accuracy (pp)", series=tuple(series)))
     return figs
@@ -784,9 +789,9 @@ _STYLE = {NO_BN: ("-", "o"), BN_KEPT: ("--", "s"), BN_FOLDED: (":", "^")}
 
 def render_png(spec: FigureSpec, dpi: int = 110) -> bytes:
     """Draw ``spec`` with matplotlib's Agg canvas and return the PNG bytes."""
+    # The object-oriented Figure API on an Agg canvas: headless, and it leaves pyplot's
+    # global backend alone (matplotlib.use("Agg") would switch a notebook's backend).
     import matplotlib
-
-    matplotlib.use("Agg")  # headless; the Figure API below needs no pyplot state
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import FixedLocator, NullLocator
@@ -802,7 +807,8 @@ def render_png(spec: FigureSpec, dpi: int = 110) -> bytes:
         color = colors[s.color_key]
         ls, marker = _STYLE.get(s.variant, ("-", "D"))
         if s.kind == "ref":
-            ax.plot(s.x, s.y, color=color, lw=1, ls="-.", alpha=0.6, label=s.label)
+            ax.plot(s.x, s.y, color=color, lw=1, ls="-.", alpha=0.6,
+                    label=s.label or "_nolegend_")
         elif s.kind == "line":
             ax.plot(s.x, s.y, color=color, ls=ls, marker=marker, lw=1.8, label=s.label)
             if s.lo and not all(math.isnan(v) for v in s.lo):
@@ -830,6 +836,7 @@ def render_png(spec: FigureSpec, dpi: int = 110) -> bytes:
         ax.set_xticklabels([f"{x:g}" for x in xs])
     else:
         ax.axhline(0, color="0.4", lw=0.8)
+        ax.margins(x=0.12, y=0.12)
         ax.set_xticks(xs)
         ax.set_xticklabels([str(int(x)) if float(x).is_integer() else f"{x:g}" for x in xs])
         if len(xs) == 1:
@@ -838,7 +845,11 @@ def render_png(spec: FigureSpec, dpi: int = 110) -> bytes:
     ax.set_xlabel(spec.xlabel)
     ax.set_ylabel(spec.ylabel)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    if spec.kind == "bn_layers":  # long labels: below the axes
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8,
+                  frameon=False)
+    else:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
@@ -930,7 +941,9 @@ def report_blocks(report: Report) -> list[Block]:
                                 "digital acc. (%) on evaluated images", "full test acc. (%)",
                                 "training time"],
                       [[m["arch"], m["bn"], ", ".join(map(str, m["seeds"])),
-                        str(m["bn_layers"]), _pct_ci(m["digital"]), _pct(m["full_test"]),
+                        str(m["bn_layers"]),
+                        _pct_ci(m["digital"]) if m["digital"].n > 1 else _pct(m["digital"].mean),
+                        _pct(m["full_test"]),
                         _seconds(m["train_seconds"]) if m["train_seconds"] else "—"]
                        for m in models]))
         rows = [[g.arch, g.variant, g.preset, g.condition, str(g.accuracy.n), _pct(g.digital),
@@ -1060,9 +1073,6 @@ def write_report(run_dir: str | Path, formats: str | Sequence[str] = ("html", "m
     """
     chosen = _check_formats(formats)
     run_dir = Path(run_dir)
-    if not (run_dir / STORE_NAME).is_file():
-        raise HwsimError(f"{run_dir}: no results store ({STORE_NAME}) in this folder; "
-                         "run 'hwsim study run STUDY.yaml --out FOLDER' first")
     with Store.open_existing(run_dir) as store:
         report = build_report(store)
     out = Path(out_dir) if out_dir is not None else run_dir
