@@ -114,10 +114,11 @@ class Dataset:
 
 
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 normalised, on ``x``'s device."""
+    """uint8 (N, C, H, W) -> float32 normalised, on ``x``'s device, in channels-last memory
+    (torch's CPU convolutions run about twice as fast on it; the values are the same)."""
     m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     s = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    return (x.float() / 255.0 - m) / s
+    return ((x.float() / 255.0 - m) / s).contiguous(memory_format=torch.channels_last)
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -115,11 +115,15 @@ def test_changed_training_settings_supersede_old_cells(tmp_path):
 
 
 def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_result(tiny_run, tmp_path):
-    _, reference = tiny_run
-    study_file = write_study(tmp_path)
-    run_dir = tmp_path / "killed"
+    _, tiny = tiny_run
+    study_file = write_study(tmp_path, repeats=6)  # 72 cells: time to kill it mid-way
     # same checkpoints (training is deterministic; copying saves the time): kill during inference
-    shutil.copytree(reference.run_dir / "checkpoints", run_dir / "checkpoints")
+    for name in ("reference", "killed"):
+        shutil.copytree(tiny.run_dir / "checkpoints", tmp_path / name / "checkpoints")
+    reference = run_study(load_study(study_file), tmp_path / "reference", progress=False,
+                          log=lambda m: None)
+    assert reference.computed_cells == 72
+    run_dir = tmp_path / "killed"
     cmd = [sys.executable, "-m", "hwsim", "study", "run", str(study_file), "--out", str(run_dir),
            "--no-report"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -140,7 +144,7 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_result(tiny_run, tm
     assert proc.poll() is None, "the run finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert 4 <= len(cell_values(run_dir)) < 24
+    assert 4 <= len(cell_values(run_dir)) < 72
     resumed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "already in the store" in resumed.stderr

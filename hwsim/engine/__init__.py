@@ -8,13 +8,15 @@ from torch import nn
 from hwsim.devices import DevicePreset
 from hwsim.engine.aihwkit_engine import AihwkitCppEngine, AihwkitEngine
 from hwsim.engine.base import Engine, derive_seed
+from hwsim.engine.fast import FastEngine
 from hwsim.errors import ConfigError
 
 ENGINES: dict[str, type[Engine]] = {
+    "fast": FastEngine,
     "aihwkit": AihwkitEngine,
     "aihwkit-cpp": AihwkitCppEngine,
 }
-DEFAULT_ENGINE = "aihwkit"
+DEFAULT_ENGINE = "fast"
 
 
 def create_engine(name: str, digital: nn.Module, preset: DevicePreset,

@@ -49,7 +49,7 @@ class AihwkitEngine(Engine):
     def drift(self, t_inference: float, seed: int) -> None:
         torch.manual_seed(seed)
         if self.preset.time_dependent:
-            self.model.drift_analog_weights(t_inference)
+            self._analog.drift_analog_weights(t_inference)
 
 
 class AihwkitCppEngine(AihwkitEngine):

@@ -1,0 +1,318 @@
+"""The fast engine: aihwkit's inference semantics on native torch kernels.
+
+Programming, drift and drift compensation are aihwkit's own (the cheap part: once per chip
+and time, on the same seeded torch tiles as the ``aihwkit`` engine, so both engines program
+identical chips). What is replaced is the forward pass:
+
+* presets with a perfect forward (``gaussian``, ``pcm-weights-only``, ``ideal``): each
+  layer's tiles are read out once per chip and time, multiplied by their digital scales
+  (mapping, out-scaling, drift compensation) and assembled into one weight, then the model
+  runs on torch's native conv/linear kernels — digital cost;
+* presets with forward IO non-idealities (``pcm``, ``reram``): :class:`FastAnalogConv2d` /
+  :class:`FastAnalogLinear` reproduce aihwkit's torch-tile MVM (``AnalogMVM.matmul``) per
+  tile: per-input-vector noise management (abs-max of each unfolded conv patch), input DAC
+  quantisation, the product, additive output noise, output ADC quantisation and bound,
+  iterative bound management (batch-global, as aihwkit's torch tile does it), rescaling,
+  then the tile's digital scales and the layer's digital bias.
+
+The IO path is exact: the same arithmetic as aihwkit's torch tile, up to float rounding, and
+the same noise distribution (independent draws, not the same random stream). Its speed
+comes from doing the work in channels-last layout, in cache-sized chunks, with fused
+kernels: ``fake_quantize_per_channel_affine`` is a per-patch DAC and a per-row ADC in one
+pass each, and the output noise is folded into the matrix product.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hwsim.devices import DevicePreset, ForwardSpec
+from hwsim.engine.aihwkit_engine import AihwkitEngine
+from hwsim.engine.tiles import LayerState, TileState, read_layers
+
+# Work on at most this many unfolded input elements at a time: the chunk, its quantised copy
+# and its outputs stay in cache, which is what makes the element-wise work cheap.
+CHUNK_ELEMENTS = 1 << 18
+CUDA_CHUNK_ELEMENTS = 1 << 26  # a GPU wants large kernels instead
+
+
+def _chunk_limit(device: torch.device) -> int:
+    return CHUNK_ELEMENTS if device.type == "cpu" else CUDA_CHUNK_ELEMENTS
+
+
+class _IO:
+    """The forward IO settings, resolved as aihwkit's torch tile (``AnalogMVM``) uses them."""
+
+    def __init__(self, spec: ForwardSpec, max_bm_factor: float = 1000.0, max_bm_res: float = 0.25):
+        # max_bm_factor / max_bm_res: aihwkit's IOParameters defaults (not preset options)
+        self.spec = spec
+        self.inp_step = _step(spec.inp_res, spec.inp_bound)
+        self.out_step = _step(spec.out_res, spec.out_bound)
+        self.inp_bound = spec.inp_bound if spec.inp_bound > 0 else math.inf
+        self.out_bound = spec.out_bound if spec.out_bound > 0 else math.inf
+        self.nm = spec.noise_management
+        self.bm = spec.bound_management != "none"
+        self.max_bm_factor = max_bm_factor
+        self.max_bm_reduction = max_bm_res / self.inp_step if self.inp_step > 0 else math.inf
+        # With abs-max noise management and inp_bound >= 1 the scaled input never exceeds the
+        # bound, so the input clamp can be skipped.
+        self.clamp_input = not (self.nm == "abs_max" and spec.inp_bound >= 1.0)
+
+    def all_zero_input(self, nm: torch.Tensor) -> bool:
+        """aihwkit returns zeros, without output noise, when every input vector is zero."""
+        return self.spec.inp_noise <= 0.0 and bool((nm == 0).all())
+
+
+def _step(res: float, bound: float) -> float:
+    """aihwkit's ``UniformQuantize`` step: a resolution (or 1/levels) times the range 2*bound."""
+    if res <= 0:
+        return 0.0
+    res = 1.0 / res if res > 1.0 else res
+    return res * 2.0 * bound
+
+
+class _Group:
+    """The tiles that share one chunk of a layer's inputs (aihwkit's input split)."""
+
+    def __init__(self, a: int, b: int, tiles: list[TileState], channels: tuple[int, int] | None,
+                 kernel: tuple[int, int] | None, io: _IO):
+        self.a, self.b = a, b
+        self.channels = channels  # conv chunk = whole channels c0:c1 (fast unfolding), or None
+        self.tiles = []
+        for t in sorted(tiles, key=lambda t: t.out_start):
+            w = t.weight
+            if channels is not None:  # aihwkit's column order (c, ky, kx) -> ours (ky, kx, c)
+                kh, kw = kernel
+                w = w.view(len(w), channels[1] - channels[0], kh, kw).permute(0, 2, 3, 1)
+                w = w.reshape(len(t.weight), -1)
+            # Inputs enter as DAC levels and outputs leave as ADC levels: fold both steps into
+            # the weights once, so the product lands directly in output-level units.
+            gain = io.inp_step / io.out_step if io.inp_step > 0 and io.out_step > 0 else \
+                (io.inp_step or 1.0) / (io.out_step or 1.0)
+            self.tiles.append((t.out_start, t.out_end, (w.t() * gain).contiguous(),
+                               t.scale.clone()))
+
+
+class _FastAnalogLayer(nn.Module):
+    """Shared machinery of the fast conv and linear layers."""
+
+    def __init__(self, state: LayerState, io: _IO, kernel: tuple[int, int] | None,
+                 in_channels: int | None):
+        super().__init__()
+        self.io = io
+        self.out_size = state.out_size
+        by_chunk: dict[tuple[int, int], list[TileState]] = {}
+        for t in state.tiles:
+            by_chunk.setdefault((t.in_start, t.in_end), []).append(t)
+        self.groups = []
+        for (a, b), tiles in sorted(by_chunk.items()):
+            channels = None
+            if kernel is not None:
+                kk = kernel[0] * kernel[1]
+                if a % kk == 0 and b % kk == 0:
+                    channels = (a // kk, b // kk)
+            self.groups.append(_Group(a, b, tiles, channels, kernel, io))
+        self.bias = state.bias
+
+    def _apply(self, fn, recurse=True):  # keep the groups' tensors on the module's device
+        super()._apply(fn, recurse)
+        for g in self.groups:
+            g.tiles = [(o0, o1, fn(w), fn(s)) for o0, o1, w, s in g.tiles]
+        if self.bias is not None:
+            self.bias = fn(self.bias)
+        return self
+
+    def _run(self, n_rows: int, n_chunks: int, chunk_rows, group_rows, group_nm,
+             device) -> torch.Tensor:
+        """aihwkit's IO-managed MVM of every tile over all rows; returns (n_rows, out_size)."""
+        io = self.io
+        out = torch.zeros(n_rows, self.out_size, device=device)
+        for g in self.groups:
+            nm = group_nm(g)  # (n_rows, 1) noise-management scale of each input vector
+            if io.all_zero_input(nm):
+                continue
+            nm = torch.where(nm > 0, nm, torch.ones_like(nm))
+            for o0, o1, w, s in g.tiles:
+                reduction = 1.0
+                while True:  # iterative bound management, batch-global as in aihwkit
+                    clipped = False
+                    y = out.new_empty(n_rows, o1 - o0)
+                    for k in range(n_chunks):
+                        r0, r1 = chunk_rows(k)
+                        x = group_rows(g, k)
+                        scale = nm[r0:r1] * reduction
+                        clipped |= self._mvm(x, w, scale, y[r0:r1])
+                    if not clipped or not io.bm or reduction > io.max_bm_factor \
+                            or reduction > io.max_bm_reduction:
+                        break
+                    reduction *= 2.0
+                out[:, o0:o1].addcmul_(y, s)
+        if self.bias is not None:
+            out += self.bias
+        return out
+
+    def _mvm(self, x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor,
+             y: torch.Tensor) -> bool:
+        """aihwkit's ``_compute_analog_mv`` on rows ``x`` (consumed in place) with per-row input
+        ``scale``; writes the output, rescaled by ``scale``, into ``y``; returns whether any
+        output clipped at the ADC bound."""
+        io = self.io
+        spec = io.spec
+        # DAC: x / scale in units of the input step, rounded (round-half-even, as torch.round)
+        x.mul_(1.0 / (scale * io.inp_step) if io.inp_step > 0 else 1.0 / scale)
+        if io.inp_step > 0:
+            x.round_()
+        if io.clamp_input:
+            lim = io.inp_bound / io.inp_step if io.inp_step > 0 else io.inp_bound
+            x.clamp_(-lim, lim)
+        if spec.inp_noise > 0:
+            x.add_(torch.randn_like(x), alpha=spec.inp_noise / (io.inp_step or 1.0))
+        # product in output-step units (the steps are folded into w), plus output noise
+        if spec.out_noise > 0:
+            z = torch.addmm(torch.randn(len(x), w.shape[1], device=x.device), x, w,
+                            beta=spec.out_noise / (io.out_step or 1.0))
+        else:
+            z = x @ w
+        ostep = io.out_step or 1.0
+        if io.out_step > 0:
+            z.round_()  # ADC
+        lim = io.out_bound / ostep
+        clipped = io.bm and bool((z.abs() > lim).any())
+        if math.isfinite(lim):
+            z.clamp_(-lim, lim)
+        torch.mul(z, scale * ostep, out=y)
+        return clipped
+
+
+class FastAnalogLinear(_FastAnalogLayer):
+    def __init__(self, state: LayerState, io: _IO):
+        super().__init__(state, io, None, None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        rows = x.reshape(-1, shape[-1])
+        n = len(rows)
+        per = max(1, _chunk_limit(x.device) // rows.shape[1])
+        chunks = [(r0, min(n, r0 + per)) for r0 in range(0, n, per)]
+
+        def group_rows(g, k):
+            r0, r1 = chunks[k]
+            return rows[r0:r1, g.a:g.b].clone()
+
+        def group_nm(g):
+            return _nm_rows(rows[:, g.a:g.b], self.io)
+
+        out = self._run(n, len(chunks), lambda k: chunks[k], group_rows, group_nm, x.device)
+        return out.reshape(*shape[:-1], -1)
+
+
+def _nm_rows(x: torch.Tensor, io: _IO) -> torch.Tensor:
+    if io.nm == "abs_max":
+        return x.abs().amax(1, keepdim=True)
+    if io.nm == "max":
+        return x.amax(1, keepdim=True)
+    return torch.ones(len(x), 1, device=x.device)
+
+
+class FastAnalogConv2d(_FastAnalogLayer):
+    """An analog conv: inputs unfolded in channels-last (ky, kx, c) order, chunk by chunk."""
+
+    def __init__(self, conv: nn.Conv2d, state: LayerState, io: _IO):
+        if conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
+            raise NotImplementedError("fast engine: only zero-padded, undilated, ungrouped convs")
+        super().__init__(state, io, conv.kernel_size, conv.in_channels)
+        self.kernel, self.stride, self.padding = conv.kernel_size, conv.stride, conv.padding
+        self.out_channels = conv.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w_ = x.shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+        ho, wo = (h + 2 * ph - kh) // sh + 1, (w_ + 2 * pw - kw) // sw + 1
+        per_image = ho * wo
+        xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, pw, pw, ph, ph)).contiguous()  # N, Hp, Wp, C
+        hp, wp = h + 2 * ph, w_ + 2 * pw
+        # (N, Ho, Wo, kh, kw, C) view of every patch; each (kw, C) run is contiguous memory
+        patches = xp.as_strided((n, ho, wo, kh, kw, c),
+                                (hp * wp * c, sh * wp * c, sw * c, wp * c, c, 1))
+        per = max(1, _chunk_limit(x.device) // (per_image * c * kh * kw))
+        chunks = [(i0, min(n, i0 + per)) for i0 in range(0, n, per)]
+
+        def group_rows(g, k):
+            i0, i1 = chunks[k]
+            if g.channels is not None:
+                c0, c1 = g.channels
+                # a fresh copy (the DAC works in place; never a view of the input)
+                block = patches[i0:i1, ..., c0:c1].clone(memory_format=torch.contiguous_format)
+                return block.view((i1 - i0) * per_image, -1)
+            # a chunk that cuts through channels: aihwkit's (c, ky, kx) order, then columns
+            block = patches[i0:i1].permute(0, 1, 2, 5, 3, 4).reshape((i1 - i0) * per_image, -1)
+            return block[:, g.a:g.b].contiguous()
+
+        def group_nm(g):
+            if g.channels is not None and self.io.nm == "abs_max":
+                # abs-max of each patch = max-pool of the channel-wise abs-max map
+                c0, c1 = g.channels
+                amap = x[:, c0:c1].abs().amax(1, keepdim=True)
+                return F.max_pool2d(amap, self.kernel, self.stride, self.padding).reshape(-1, 1)
+            return torch.cat([_nm_rows(group_rows(g, k), self.io) for k in range(len(chunks))])
+
+        out = self._run(n * per_image, len(chunks),
+                        lambda k: (chunks[k][0] * per_image, chunks[k][1] * per_image),
+                        group_rows, group_nm, x.device)
+        # (N*Ho*Wo, C_out) is NHWC: an NCHW view in channels-last memory, no copy
+        return out.view(n, ho, wo, self.out_channels).permute(0, 3, 1, 2)
+
+
+class FastEngine(AihwkitEngine):
+    """Programs and drifts with aihwkit's torch tiles; runs the forward pass natively."""
+
+    name = "fast"
+
+    def __init__(self, digital: nn.Module, preset: DevicePreset, device: torch.device):
+        super().__init__(digital, preset, device)
+        self.io = None if preset.forward.is_perfect else _IO(preset.forward)
+        self._fast: nn.Module | None = None
+
+    @property
+    def model(self) -> nn.Module:
+        if self._fast is None:
+            raise RuntimeError("program() first")
+        return self._fast
+
+    def program(self, seed: int) -> None:
+        super().program(seed)
+        self._rebuild()
+
+    def drift(self, t_inference: float, seed: int) -> None:
+        super().drift(t_inference, seed)
+        if self.preset.time_dependent:
+            self._rebuild()
+
+    @torch.no_grad()
+    def _rebuild(self) -> None:
+        """The digital model with this chip's current tiles in place of conv/linear layers."""
+        states = read_layers(self._analog)
+        model = copy.deepcopy(self.digital).cpu()
+        modules = dict(model.named_modules())
+        for name, state in states.items():
+            layer = modules[name]
+            if self.io is None:  # perfect forward: one effective weight, native kernel
+                layer.weight.copy_(state.effective_weight().view_as(layer.weight))
+                if layer.bias is not None:
+                    layer.bias.copy_(state.bias if state.bias is not None
+                                     else torch.zeros_like(layer.bias))
+                continue
+            fast = (FastAnalogConv2d(layer, state, self.io) if isinstance(layer, nn.Conv2d)
+                    else FastAnalogLinear(state, self.io))
+            parent_name, _, child = name.rpartition(".")
+            parent = modules[parent_name] if parent_name else model
+            if isinstance(parent, nn.Sequential) and child.isdigit():
+                parent[int(child)] = fast
+            else:
+                setattr(parent, child, fast)
+        self._fast = model.to(self.device).eval()

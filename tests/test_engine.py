@@ -1,0 +1,129 @@
+"""The fast engine against aihwkit's own tiles (the reference)."""
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from hwsim.checkpoint import load_checkpoint
+from hwsim.convert import convert
+from hwsim.devices import load_preset
+from hwsim.engine import DEFAULT_ENGINE, create_engine
+from hwsim.infer import InferSettings, run_inference
+
+
+def small_net():
+    """A conv net whose layers cover: 3x3 conv, strided 1x1 conv, linear; with bias."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 24, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(24, 40, 3, padding=1), nn.ReLU(),  # 216 inputs: several tiles below
+        nn.Conv2d(40, 16, 1, stride=2), nn.ReLU(),
+        nn.Flatten(), nn.Linear(16 * 4 * 4, 30), nn.ReLU(), nn.Linear(30, 10),
+    ).eval()
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.normal_(m.weight, std=0.05)
+            nn.init.normal_(m.bias, std=0.05)
+    return net
+
+
+def preset(name="pcm", mapping=None, **forward):
+    p = load_preset(name)
+    p = dataclasses.replace(p, forward=dataclasses.replace(p.forward, **forward))
+    if mapping:
+        p = dataclasses.replace(p, mapping=dataclasses.replace(p.mapping, **mapping))
+    return p
+
+
+def outputs(p, x, net=None):
+    net = net or small_net()
+    out = []
+    for engine in ("aihwkit", "fast"):
+        e = create_engine(engine, net, p, torch.device("cpu"))
+        e.program(11)
+        if p.time_dependent:
+            e.drift(86400.0, 12)
+        with torch.no_grad():
+            out.append(e.model(x))
+    return out
+
+
+# max_input_size 100 splits the 216-input conv into 3 tiles that cut through channels'
+# 3x3 blocks (72 each: 8 channels) - and the 256-input linear into 3 uneven tiles;
+# max_input_size 54 gives tiles of whole channels (6 x 9); max_output_size 16 splits outputs.
+TILINGS = {
+    "one-tile": None,
+    "input-split-whole-channels": {"max_input_size": 54},
+    "input-split-mid-channel": {"max_input_size": 100},
+    "input-and-output-split": {"max_input_size": 100, "max_output_size": 16},
+}
+
+
+@pytest.mark.parametrize("tiling", list(TILINGS), ids=list(TILINGS))
+def test_without_quantisation_and_noise_outputs_agree_to_float_tolerance(tiling):
+    # noise and bound management, tiles, scales, drift compensation all active
+    p = preset(out_noise=0.0, inp_res=0.0, out_res=0.0, mapping=TILINGS[tiling])
+    ref, fast = outputs(p, torch.randn(6, 3, 8, 8))
+    assert torch.allclose(fast, ref, rtol=1e-5, atol=1e-5 * ref.abs().max())
+
+
+@pytest.mark.parametrize("tiling", list(TILINGS), ids=list(TILINGS))
+def test_with_quantisation_outputs_agree_up_to_rare_rounding_ties(tiling):
+    # Same arithmetic, different float summation order: a value at a quantisation boundary
+    # may round to the neighbouring level, nothing more.
+    p = preset(out_noise=0.0, mapping=TILINGS[tiling])
+    net = nn.Sequential(*list(small_net())[:5])  # the two 3x3 convs and the 1x1 conv
+    ref, fast = outputs(p, torch.randn(6, 3, 8, 8), net)
+    close = torch.isclose(fast, ref, rtol=1e-5, atol=1e-6 * ref.abs().max())
+    assert close.float().mean() > 0.99
+
+
+def test_bound_management_engages_and_agrees():
+    # a tiny output bound forces aihwkit's iterative bound management to rescale inputs
+    p = preset(out_noise=0.0, inp_res=0.0, out_res=0.0, out_bound=0.5)
+    ref, fast = outputs(p, torch.randn(6, 3, 8, 8))
+    assert torch.allclose(fast, ref, rtol=1e-5, atol=1e-5 * ref.abs().max())
+    unbounded, _ = outputs(preset(out_noise=0.0, inp_res=0.0, out_res=0.0, out_bound=0.5,
+                                  bound_management="none"), torch.randn(6, 3, 8, 8))
+    assert not torch.allclose(unbounded, ref)
+
+
+@pytest.mark.parametrize("name", ["gaussian", "pcm-weights-only", "ideal"])
+def test_weight_only_presets_run_native_layers(name):
+    e = create_engine("fast", small_net(), load_preset(name), torch.device("cpu"))
+    e.program(3)
+    kinds = {type(m) for m in e.model.modules()}
+    assert nn.Conv2d in kinds and nn.Linear in kinds  # no analog modules left: digital cost
+    ref, fast = outputs(load_preset(name), torch.randn(4, 3, 8, 8))
+    assert torch.allclose(fast, ref, rtol=1e-5, atol=1e-5 * ref.abs().max())
+
+
+@pytest.mark.parametrize("name", ["pcm", "reram", "ideal", "pcm-weights-only"])
+def test_accuracy_distribution_matches_aihwkit(name, cnn_bn_digits, digits):
+    """Same programmed chips (same seeds), 10 repeats: each engine's mean accuracy lies in
+    the other's 95% confidence interval, at each time."""
+    analog = convert(load_checkpoint(cnn_bn_digits[0]), load_preset(name), "keep").checkpoint
+    results = {}
+    for engine in ("aihwkit", "fast"):
+        settings = InferSettings(times=(1.0, 31536000.0), repeats=10, seed=0, engine=engine)
+        results[engine] = run_inference(analog, digits, settings, progress=False)
+    for ref, fast in zip(results["aihwkit"].summary, results["fast"].summary):
+        assert ref.t_inference == fast.t_inference
+        if ref.std == 0 and fast.std == 0:
+            assert fast.mean == pytest.approx(ref.mean, abs=1e-9)
+            continue
+        assert abs(fast.mean - ref.mean) <= min(ref.ci95, fast.ci95), (name, ref, fast)
+
+
+def test_fast_engine_is_seeded(cnn_bn_digits, digits):
+    analog = convert(load_checkpoint(cnn_bn_digits[0]), load_preset("pcm"), "fold").checkpoint
+    settings = InferSettings(times=(1.0, 86400.0), repeats=2, seed=4, engine="fast")
+    a = run_inference(analog, digits, settings, progress=False)
+    b = run_inference(analog, digits, settings, progress=False)
+    assert a.records == b.records
+
+
+def test_fast_is_the_default_engine():
+    assert DEFAULT_ENGINE == "fast"
