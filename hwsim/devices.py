@@ -256,26 +256,18 @@ def to_rpu_config(preset: DevicePreset, tile: Literal["torch", "cpp"] = "torch")
     from aihwkit.simulator.parameters.enums import BoundManagementType, NoiseManagementType
 
     cfg = TorchInferenceRPUConfig() if tile == "torch" else InferenceRPUConfig()
-    fwd = preset.forward
-    cfg.forward.is_perfect = fwd.is_perfect
-    cfg.forward.inp_res = fwd.inp_res
-    cfg.forward.inp_bound = fwd.inp_bound
-    cfg.forward.inp_noise = fwd.inp_noise
-    cfg.forward.out_res = fwd.out_res
-    cfg.forward.out_bound = fwd.out_bound
-    cfg.forward.out_noise = fwd.out_noise
+    # hwsim's field names are aihwkit's; the two management types map onto its enums
+    for f in dataclasses.fields(ForwardSpec):
+        if f.name not in ("noise_management", "bound_management"):
+            setattr(cfg.forward, f.name, getattr(preset.forward, f.name))
     cfg.forward.noise_management = {
         "abs_max": NoiseManagementType.ABS_MAX, "max": NoiseManagementType.MAX,
-        "none": NoiseManagementType.NONE}[fwd.noise_management]
+        "none": NoiseManagementType.NONE}[preset.forward.noise_management]
     cfg.forward.bound_management = {
         "iterative": BoundManagementType.ITERATIVE,
-        "none": BoundManagementType.NONE}[fwd.bound_management]
-    m = preset.mapping
-    cfg.mapping.max_input_size = m.max_input_size
-    cfg.mapping.max_output_size = m.max_output_size
-    cfg.mapping.weight_scaling_omega = m.weight_scaling_omega
-    cfg.mapping.weight_scaling_columnwise = m.weight_scaling_columnwise
-    cfg.mapping.digital_bias = m.digital_bias
+        "none": BoundManagementType.NONE}[preset.forward.bound_management]
+    for f in dataclasses.fields(MappingSpec):
+        setattr(cfg.mapping, f.name, getattr(preset.mapping, f.name))
     model = make_noise_model(preset.noise_model)
     if model is not None:
         cfg.noise_model = model

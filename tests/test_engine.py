@@ -90,6 +90,13 @@ def test_bound_management_engages_and_agrees():
     assert not torch.allclose(unbounded, ref)
 
 
+def test_all_zero_input_gives_the_bias_alone():
+    p = preset()  # with output noise: aihwkit skips the MVM (and its noise) for zero input
+    ref, fast = outputs(p, torch.zeros(2, 3, 8, 8), nn.Sequential(*list(small_net())[:1]))
+    bias = small_net()[0].bias.view(1, -1, 1, 1).expand_as(ref)
+    assert torch.equal(ref, bias) and torch.equal(fast, bias)
+
+
 @pytest.mark.parametrize("name", ["gaussian", "pcm-weights-only", "ideal"])
 def test_weight_only_presets_run_native_layers(name):
     e = create_engine("fast", small_net(), load_preset(name), torch.device("cpu"))

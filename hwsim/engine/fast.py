@@ -15,11 +15,19 @@ identical chips). What is replaced is the forward pass:
   iterative bound management (batch-global, as aihwkit's torch tile does it), rescaling,
   then the tile's digital scales and the layer's digital bias.
 
-The IO path is exact: the same arithmetic as aihwkit's torch tile, up to float rounding, and
-the same noise distribution (independent draws, not the same random stream). Its speed
-comes from doing the work in channels-last layout, in cache-sized chunks, with fused
-kernels: ``fake_quantize_per_channel_affine`` is a per-patch DAC and a per-row ADC in one
-pass each, and the output noise is folded into the matrix product.
+The IO path is exact: the same arithmetic as aihwkit's torch tile, up to float rounding
+(a value exactly at a quantisation boundary may land on the neighbouring level), and the
+same noise distribution (independent draws, not the same random stream). Its speed comes
+from where the work is done:
+
+* conv inputs are unfolded in channels-last (ky, kx, c) order, where every patch row is
+  ``kh`` contiguous runs of memory (the tile weights are permuted to match), a few images at
+  a time so that the unfolded chunk, its quantised values and its outputs stay in cache;
+* the per-patch abs-max is a max-pool of the channel-wise abs-max map, never computed from
+  unfolded data;
+* the DAC and ADC steps are folded into the weights, so the input is quantised in place
+  (one multiply, one round) and the product lands in ADC-level units, with the output noise
+  added by the same ``addmm``.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from hwsim.engine.tiles import LayerState, TileState, read_layers
 
 # Work on at most this many unfolded input elements at a time: the chunk, its quantised copy
 # and its outputs stay in cache, which is what makes the element-wise work cheap.
-CHUNK_ELEMENTS = 1 << 18
+CHUNK_ELEMENTS = 1 << 20
 CUDA_CHUNK_ELEMENTS = 1 << 26  # a GPU wants large kernels instead
 
 
@@ -92,8 +100,7 @@ class _Group:
                 w = w.reshape(len(t.weight), -1)
             # Inputs enter as DAC levels and outputs leave as ADC levels: fold both steps into
             # the weights once, so the product lands directly in output-level units.
-            gain = io.inp_step / io.out_step if io.inp_step > 0 and io.out_step > 0 else \
-                (io.inp_step or 1.0) / (io.out_step or 1.0)
+            gain = (io.inp_step or 1.0) / (io.out_step or 1.0)
             self.tiles.append((t.out_start, t.out_end, (w.t() * gain).contiguous(),
                                t.scale.clone()))
 
@@ -101,8 +108,7 @@ class _Group:
 class _FastAnalogLayer(nn.Module):
     """Shared machinery of the fast conv and linear layers."""
 
-    def __init__(self, state: LayerState, io: _IO, kernel: tuple[int, int] | None,
-                 in_channels: int | None):
+    def __init__(self, state: LayerState, io: _IO, kernel: tuple[int, int] | None):
         super().__init__()
         self.io = io
         self.out_size = state.out_size
@@ -131,40 +137,52 @@ class _FastAnalogLayer(nn.Module):
              device) -> torch.Tensor:
         """aihwkit's IO-managed MVM of every tile over all rows; returns (n_rows, out_size)."""
         io = self.io
-        out = torch.zeros(n_rows, self.out_size, device=device)
+        single = len(self.groups) == 1 and len(self.groups[0].tiles) == 1
+        out = (torch.empty if single else torch.zeros)(n_rows, self.out_size, device=device)
+        direct = False  # whether the bias was added with the last multiply
         for g in self.groups:
             nm = group_nm(g)  # (n_rows, 1) noise-management scale of each input vector
-            if io.all_zero_input(nm):
+            if io.all_zero_input(nm):  # aihwkit: zero output (the digital bias is added below)
+                if single:
+                    out.zero_()
                 continue
             nm = torch.where(nm > 0, nm, torch.ones_like(nm))
             for o0, o1, w, s in g.tiles:
+                # a single tile with one digital scale (the usual case) writes its final
+                # output directly: scale and bias folded into the last multiply
+                direct = single and bool((s == s[0]).all())
+                y = out if direct else out.new_empty(n_rows, o1 - o0)
+                post = (s[:1], self.bias) if direct else (None, None)
                 reduction = 1.0
                 while True:  # iterative bound management, batch-global as in aihwkit
                     clipped = False
-                    y = out.new_empty(n_rows, o1 - o0)
                     for k in range(n_chunks):
                         r0, r1 = chunk_rows(k)
-                        x = group_rows(g, k)
                         scale = nm[r0:r1] * reduction
-                        clipped |= self._mvm(x, w, scale, y[r0:r1])
+                        # the rows, divided by their scale in units of the input step: one
+                        # pass from the unfolded view into a fresh buffer
+                        x = group_rows(g, k, 1.0 / (scale * (io.inp_step or 1.0)))
+                        clipped |= self._mvm(x, w, scale, y[r0:r1], *post)
                     if not clipped or not io.bm or reduction > io.max_bm_factor \
                             or reduction > io.max_bm_reduction:
                         break
                     reduction *= 2.0
-                out[:, o0:o1].addcmul_(y, s)
-        if self.bias is not None:
+                if not direct:
+                    out[:, o0:o1].addcmul_(y, s)
+        if self.bias is not None and not direct:
             out += self.bias
         return out
 
-    def _mvm(self, x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor,
-             y: torch.Tensor) -> bool:
-        """aihwkit's ``_compute_analog_mv`` on rows ``x`` (consumed in place) with per-row input
-        ``scale``; writes the output, rescaled by ``scale``, into ``y``; returns whether any
-        output clipped at the ADC bound."""
+    def _mvm(self, x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, y: torch.Tensor,
+             col_scale: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> bool:
+        """aihwkit's ``_compute_analog_mv`` on rows ``x`` — already divided by their per-row input
+        ``scale`` and the input step, consumed in place; writes the output, rescaled by
+        ``scale`` (and by ``col_scale`` plus ``bias`` when given), into ``y``; returns
+        whether any output clipped at the ADC bound.
+        """
         io = self.io
         spec = io.spec
-        # DAC: x / scale in units of the input step, rounded (round-half-even, as torch.round)
-        x.mul_(1.0 / (scale * io.inp_step) if io.inp_step > 0 else 1.0 / scale)
+        # DAC: round to whole input steps (round-half-even, as torch.round)
         if io.inp_step > 0:
             x.round_()
         if io.clamp_input:
@@ -174,24 +192,30 @@ class _FastAnalogLayer(nn.Module):
             x.add_(torch.randn_like(x), alpha=spec.inp_noise / (io.inp_step or 1.0))
         # product in output-step units (the steps are folded into w), plus output noise
         if spec.out_noise > 0:
-            z = torch.addmm(torch.randn(len(x), w.shape[1], device=x.device), x, w,
-                            beta=spec.out_noise / (io.out_step or 1.0))
+            # output noise: one standard normal per output, scaled and added by the addmm
+            noise = torch.randn(len(x), w.shape[1], device=x.device)
+            z = torch.addmm(noise, x, w, beta=spec.out_noise / (io.out_step or 1.0))
         else:
             z = x @ w
         ostep = io.out_step or 1.0
         if io.out_step > 0:
             z.round_()  # ADC
         lim = io.out_bound / ostep
-        clipped = io.bm and bool((z.abs() > lim).any())
-        if math.isfinite(lim):
+        lo, hi = torch.aminmax(z)
+        clipped = bool(hi > lim) or bool(lo < -lim)
+        if clipped:
             z.clamp_(-lim, lim)
-        torch.mul(z, scale * ostep, out=y)
-        return clipped
+        rescale = scale * ostep if col_scale is None else scale * (ostep * col_scale)
+        if bias is None:
+            torch.mul(z, rescale, out=y)
+        else:
+            torch.addcmul(bias, z, rescale, out=y)
+        return clipped and io.bm
 
 
 class FastAnalogLinear(_FastAnalogLayer):
     def __init__(self, state: LayerState, io: _IO):
-        super().__init__(state, io, None, None)
+        super().__init__(state, io, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -200,9 +224,9 @@ class FastAnalogLinear(_FastAnalogLayer):
         per = max(1, _chunk_limit(x.device) // rows.shape[1])
         chunks = [(r0, min(n, r0 + per)) for r0 in range(0, n, per)]
 
-        def group_rows(g, k):
+        def group_rows(g, k, inv_scale):
             r0, r1 = chunks[k]
-            return rows[r0:r1, g.a:g.b].clone()
+            return rows[r0:r1, g.a:g.b] * inv_scale
 
         def group_nm(g):
             return _nm_rows(rows[:, g.a:g.b], self.io)
@@ -225,7 +249,7 @@ class FastAnalogConv2d(_FastAnalogLayer):
     def __init__(self, conv: nn.Conv2d, state: LayerState, io: _IO):
         if conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
             raise NotImplementedError("fast engine: only zero-padded, undilated, ungrouped convs")
-        super().__init__(state, io, conv.kernel_size, conv.in_channels)
+        super().__init__(state, io, conv.kernel_size)
         self.kernel, self.stride, self.padding = conv.kernel_size, conv.stride, conv.padding
         self.out_channels = conv.out_channels
 
@@ -234,32 +258,41 @@ class FastAnalogConv2d(_FastAnalogLayer):
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
         ho, wo = (h + 2 * ph - kh) // sh + 1, (w_ + 2 * pw - kw) // sw + 1
         per_image = ho * wo
-        xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, pw, pw, ph, ph)).contiguous()  # N, Hp, Wp, C
         hp, wp = h + 2 * ph, w_ + 2 * pw
+        if ph or pw:  # zero-padded NHWC copy (a plain copy when x is channels-last)
+            xp = x.new_zeros(n, hp, wp, c)
+            xp[:, ph:ph + h, pw:pw + w_] = x.permute(0, 2, 3, 1)
+        else:
+            xp = x.permute(0, 2, 3, 1).contiguous()
         # (N, Ho, Wo, kh, kw, C) view of every patch; each (kw, C) run is contiguous memory
         patches = xp.as_strided((n, ho, wo, kh, kw, c),
                                 (hp * wp * c, sh * wp * c, sw * c, wp * c, c, 1))
         per = max(1, _chunk_limit(x.device) // (per_image * c * kh * kw))
         chunks = [(i0, min(n, i0 + per)) for i0 in range(0, n, per)]
 
-        def group_rows(g, k):
+        def group_rows(g, k, inv_scale):
             i0, i1 = chunks[k]
+            m = (i1 - i0) * per_image
             if g.channels is not None:
                 c0, c1 = g.channels
-                # a fresh copy (the DAC works in place; never a view of the input)
-                block = patches[i0:i1, ..., c0:c1].clone(memory_format=torch.contiguous_format)
-                return block.view((i1 - i0) * per_image, -1)
+                view = patches[i0:i1, ..., c0:c1]  # (n, Ho, Wo, kh, kw, c)
+                buf = x.new_empty(view.shape)  # contiguous: rows in (ky, kx, c) order
+                torch.mul(view, inv_scale.view(i1 - i0, ho, wo, 1, 1, 1), out=buf)
+                return buf.view(m, -1)
             # a chunk that cuts through channels: aihwkit's (c, ky, kx) order, then columns
-            block = patches[i0:i1].permute(0, 1, 2, 5, 3, 4).reshape((i1 - i0) * per_image, -1)
-            return block[:, g.a:g.b].contiguous()
+            block = patches[i0:i1].permute(0, 1, 2, 5, 3, 4).reshape(m, -1)
+            return block[:, g.a:g.b] * inv_scale
 
         def group_nm(g):
             if g.channels is not None and self.io.nm == "abs_max":
                 # abs-max of each patch = max-pool of the channel-wise abs-max map
                 c0, c1 = g.channels
-                amap = x[:, c0:c1].abs().amax(1, keepdim=True)
+                lo, hi = torch.aminmax(x[:, c0:c1], dim=1, keepdim=True)  # one pass over x
+                amap = torch.maximum(hi, lo.neg_())
                 return F.max_pool2d(amap, self.kernel, self.stride, self.padding).reshape(-1, 1)
-            return torch.cat([_nm_rows(group_rows(g, k), self.io) for k in range(len(chunks))])
+            one = torch.ones(1, device=x.device)
+            return torch.cat([_nm_rows(group_rows(g, k, one), self.io)
+                              for k in range(len(chunks))])
 
         out = self._run(n * per_image, len(chunks),
                         lambda k: (chunks[k][0] * per_image, chunks[k][1] * per_image),
