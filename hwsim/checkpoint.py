@@ -113,7 +113,14 @@ def from_model(model: nn.Module, *, arch: str, bn: bool, dataset: str, **meta) -
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
     """Write ``ckpt`` atomically (temp file + rename)."""
     payload = ckpt.to_dict()
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+    def write(tmp: str) -> None:
+        # through a file object: torch then names the archive's inner folder "archive", not
+        # after the (random) temporary file, so equal checkpoints are equal bytes
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+
+    atomic_write(path, write)
     return Path(path)
 
 

@@ -20,6 +20,16 @@ def test_cnn_learns_digits(bn, cnn_bn_digits, cnn_nobn_digits, digits):
     assert acc == pytest.approx(result.test_accuracy)
 
 
+def test_same_seed_gives_byte_identical_checkpoints(digits, tmp_path):
+    from hwsim.checkpoint import save_checkpoint
+
+    cfg = TrainConfig("cnn", False, "digits", epochs=1, batch_size=64, seed=1)
+    paths = [tmp_path / "a.pt", tmp_path / "b.pt"]
+    for path in paths:
+        save_checkpoint(train(cfg, digits, progress=False).checkpoint, path)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
 def test_same_seed_gives_identical_weights(digits):
     cfg = TrainConfig("cnn", True, "digits", epochs=1, batch_size=64, seed=3)
     a = train(cfg, digits, progress=False).checkpoint.state_dict
