@@ -27,7 +27,6 @@ analog model is rebuilt on load.
 from __future__ import annotations
 
 import pickle
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any

@@ -803,6 +803,7 @@ def render_png(spec: FigureSpec, dpi: int = 110) -> bytes:
     colors = {}
     for s in spec.series:
         colors.setdefault(s.color_key, palette[len(colors) % len(palette)])
+    labelled: set[tuple[float, str]] = set()  # name each point once (kept/folded overlap)
     for s in spec.series:
         color = colors[s.color_key]
         ls, marker = _STYLE.get(s.variant, ("-", "D"))
@@ -823,6 +824,9 @@ def render_png(spec: FigureSpec, dpi: int = 110) -> bytes:
             ax.errorbar(s.x, s.y, yerr=yerr, color=color, marker=marker, ls="none",
                         ms=7, capsize=3, label=s.label)
             for x, y, name in zip(s.x, s.y, s.point_labels):
+                if (x, name) in labelled:
+                    continue
+                labelled.add((x, name))
                 ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4),
                             fontsize=8)
     xs = sorted({x for s in spec.series for x in s.x})

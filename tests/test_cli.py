@@ -1,5 +1,4 @@
 import pytest
-import torch
 from click.testing import CliRunner
 
 from conftest import make_fashion_mnist

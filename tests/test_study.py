@@ -195,3 +195,25 @@ def test_shipped_studies_are_valid():
     for f in files:
         plan = plan_study(load_study(f))
         assert plan.models and plan.infers
+
+
+def test_cli_status_and_report(tiny_run, tmp_path):
+    from click.testing import CliRunner
+
+    from hwsim.cli import cli
+
+    _, run = tiny_run
+    runner = CliRunner()
+    status = runner.invoke(cli, ["study", "status", str(run.run_dir)])
+    assert status.exit_code == 0, status.output
+    assert "infer pcm" in status.output and "12/12" in status.output
+    report = runner.invoke(cli, ["report", str(run.run_dir), "--out", str(tmp_path / "rep")])
+    assert report.exit_code == 0, report.output
+    html = (tmp_path / "rep" / "report.html").read_text()
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "data:image/png;base64," in html and "cnn" in md and "BN folded" in md
+    bad = runner.invoke(cli, ["report", str(run.run_dir), "--format", "pdf"])
+    assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1
+    assert "html, md" in bad.output
+    missing = runner.invoke(cli, ["study", "status", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "no results store" in missing.output
