@@ -11,6 +11,7 @@ what is missing, and a changed study file only what is new.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from hwsim.config import load, to_plain
 from hwsim.data import DATASETS
-from hwsim.devices import DevicePreset, format_time, load_preset, parse_time
+from hwsim.devices import DevicePreset, load_preset, parse_time
 from hwsim.engine import DEFAULT_ENGINE, ENGINES
 from hwsim.errors import ConfigError, HwsimError
 from hwsim.models import list_models
@@ -147,7 +148,7 @@ class ModelJob:
     train: TrainConfig
     test_subset: int | None
 
-    @property
+    @functools.cached_property  # asked for by every cell: hash once
     def model_hash(self) -> str:
         return _hash({"train": self.train.to_dict(), "test_subset": self.test_subset})
 
@@ -182,6 +183,7 @@ class Plan:
     study: Study
     models: list[ModelJob]
     infers: list[InferJob]
+    presets: dict[str, DevicePreset]
     preset_hashes: dict[str, str]
 
 
@@ -213,7 +215,7 @@ def plan_study(study: Study, engine: str | None = None) -> Plan:
                                 p = preset.with_eta(eta) if eta is not None else preset
                                 infers.append(InferJob(job, mode, p, name, preset_hashes[name],
                                                        eta, times, study.repeats))
-    return Plan(study, models, infers, preset_hashes)
+    return Plan(study, models, infers, presets, preset_hashes)
 
 
 # ------------------------------------------------------------------ status
@@ -307,7 +309,7 @@ def run_study(
     store.set_meta("study", {k: v for k, v in to_plain(study).items() if k != "path"}
                    | {"times": study.time_seconds})
     store.set_meta("engine", engine)
-    store.set_meta("presets", {n: p.to_dict() for n, p in study_presets(study).items()})
+    store.set_meta("presets", {n: p.to_dict() for n, p in plan.presets.items()})
     store.set_meta("versions", {"hwsim": __version__, "aihwkit": aihwkit.__version__,
                                 "torch": torch.__version__})
     store.set_preset_hashes(plan.preset_hashes)
@@ -412,4 +414,4 @@ def format_status(stages: list[StageStatus]) -> str:
 
 
 __all__ = ["DatasetPlan", "Study", "load_study", "plan_study", "run_study", "study_status",
-           "status_from_run_dir", "format_status", "format_time"]
+           "status_from_run_dir", "format_status"]
