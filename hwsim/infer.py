@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from tqdm import tqdm
 
-from hwsim import __version__
+from hwsim import __version__, stats
 from hwsim.checkpoint import Checkpoint
 from hwsim.data import Dataset, dataset_info
 from hwsim.devices import DevicePreset, format_time, preset_from_dict
@@ -74,27 +73,17 @@ class InferResult:
     seconds: float = 0.0
 
 
-def t_quantile_975(dof: int) -> float:
-    """The 97.5% quantile of Student's t with ``dof`` degrees of freedom."""
-    from scipy.stats import t as student_t
-
-    return float(student_t.ppf(0.975, dof))
-
-
 def summarize(records: list[Record], digital_accuracy: float) -> list[Summary]:
-    """Per inference time: n, mean, sample std, 95% CI half-width, normalised mean."""
+    """Per inference time: n, mean, sample std, 95% CI half-width, normalised mean
+    (:mod:`hwsim.stats` conventions: std and CI are NaN for a single repeat)."""
     by_t: dict[float | None, list[float]] = {}
     for r in records:
         by_t.setdefault(r.t_inference, []).append(r.accuracy)
     out = []
     for t in sorted(by_t, key=lambda v: -1.0 if v is None else v):
-        accs = by_t[t]
-        n = len(accs)
-        mean = sum(accs) / n
-        std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (n - 1)) if n > 1 else 0.0
-        ci = t_quantile_975(n - 1) * std / math.sqrt(n) if n > 1 else float("nan")
-        out.append(Summary(t, n, mean, std, ci, mean / digital_accuracy if digital_accuracy
-                           else float("nan")))
+        s = stats.summarize(by_t[t])
+        out.append(Summary(t, s.n, s.mean, s.std, s.ci95,
+                           s.mean / digital_accuracy if digital_accuracy else float("nan")))
     return out
 
 
@@ -229,6 +218,7 @@ def format_table(result: InferResult) -> str:
     for s in result.summary:
         lo, hi = s.mean - s.ci95, s.mean + s.ci95
         ci = f"[{100 * lo:6.2f}, {100 * hi:6.2f}]" if s.n > 1 else "n/a"
-        lines.append(f"{format_time(s.t_inference):>8} {100 * s.mean:8.2f} {100 * s.std:7.2f} "
+        std = f"{100 * s.std:7.2f}" if s.n > 1 else f"{'n/a':>7}"
+        lines.append(f"{format_time(s.t_inference):>8} {100 * s.mean:8.2f} {std} "
                      f"{ci:>17} {s.normalized:10.4f}")
     return "\n".join(lines)

@@ -32,6 +32,7 @@ from typing import Iterable, Literal, Sequence
 
 from hwsim.devices import format_time
 from hwsim.errors import ConfigError, HwsimError
+from hwsim.stats import Stat, summarize, welch_ci
 from hwsim.store import Store
 
 FORMATS = ("html", "md")
@@ -61,16 +62,6 @@ MIN_ARCHS_FOR_TREND = 3
 
 
 # ------------------------------------------------------------------ data of the report
-
-
-@dataclass(frozen=True)
-class Stat:
-    """Mean of ``n`` samples, their sample std and the 95% CI half-width of the mean."""
-
-    n: int
-    mean: float
-    std: float
-    ci: float  # NaN when n < 2
 
 
 @dataclass(frozen=True)
@@ -195,46 +186,6 @@ def variant_of(bn: str, bn_mode: str) -> str:
     if bn == "no-bn":
         return NO_BN
     return {"keep": BN_KEPT, "fold": BN_FOLDED}.get(bn_mode, f"BN {bn_mode}")
-
-
-def summarize(values: Iterable[float]) -> Stat:
-    """n, mean, sample std and Student-t 95% CI half-width of the mean (NaNs ignored)."""
-    from hwsim.infer import t_quantile_975
-
-    vals = [v for v in values if not math.isnan(v)]
-    n = len(vals)
-    if n == 0:
-        return Stat(0, math.nan, math.nan, math.nan)
-    mean = sum(vals) / n
-    if n == 1:
-        return Stat(1, mean, math.nan, math.nan)
-    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
-    return Stat(n, mean, std, t_quantile_975(n - 1) * std / math.sqrt(n))
-
-
-def welch_ci(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float, float]:
-    """mean(a) − mean(b) and its Welch 95% CI: (diff, low, high, dof).
-
-    The degrees of freedom are Welch–Satterthwaite's. With fewer than two samples on a side
-    the CI is NaN; with no spread on either side it has zero width (dof = inf).
-    """
-    from scipy.stats import t as student_t
-
-    na, nb = len(a), len(b)
-    if na == 0 or nb == 0:
-        return math.nan, math.nan, math.nan, math.nan
-    ma, mb = sum(a) / na, sum(b) / nb
-    diff = ma - mb
-    if na < 2 or nb < 2:
-        return diff, math.nan, math.nan, math.nan
-    va = sum((x - ma) ** 2 for x in a) / (na - 1) / na
-    vb = sum((x - mb) ** 2 for x in b) / (nb - 1) / nb
-    se2 = va + vb
-    if se2 == 0:
-        return diff, diff, diff, math.inf
-    dof = se2**2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
-    half = float(student_t.ppf(0.975, dof)) * math.sqrt(se2)
-    return diff, diff - half, diff + half, dof
 
 
 def _outcome(diff: float, low: float, high: float, positive: str, negative: str) -> str:
@@ -678,7 +629,7 @@ def _slug(*parts: str) -> str:
 
 def _pct_band(stat: Stat) -> tuple[float, float, float]:
     """Mean and CI ends in %; the ends are NaN (no band) for a single sample."""
-    return 100 * stat.mean, 100 * (stat.mean - stat.ci), 100 * (stat.mean + stat.ci)
+    return 100 * stat.mean, 100 * (stat.mean - stat.ci95), 100 * (stat.mean + stat.ci95)
 
 
 def _line_series(gs: list[Group], x_of, stat_of) -> dict[tuple[str, str], Series]:
@@ -869,7 +820,7 @@ def _pct(v: float | None, digits: int = 1) -> str:
 def _pct_ci(s: Stat) -> str:
     if s.n == 0 or math.isnan(s.mean):
         return "n/a"
-    ci = "n/a" if math.isnan(s.ci) else f"{100 * s.ci:.1f}"
+    ci = "n/a" if math.isnan(s.ci95) else f"{100 * s.ci95:.1f}"
     return f"{100 * s.mean:.1f} ± {ci}"
 
 

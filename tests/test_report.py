@@ -150,7 +150,7 @@ def test_group_statistics_are_the_t_interval_of_the_mean(report):
     std = math.sqrt(sum((a - mean) ** 2 for a in accs) / 3)
     assert g.accuracy.n == 4
     assert g.accuracy.mean == pytest.approx(mean)
-    assert g.accuracy.ci == pytest.approx(student_t.ppf(0.975, 3) * std / 2)
+    assert g.accuracy.ci95 == pytest.approx(student_t.ppf(0.975, 3) * std / 2)
     assert g.normalised.mean == pytest.approx(mean / DIGITAL["bn"])
     assert g.digital == pytest.approx(DIGITAL["bn"])
 
