@@ -234,8 +234,7 @@ def infer_cmd(model_path, arch, device, bn_mode, eta, times, repeats, seed, data
     from hwsim.devices import parse_times
     from hwsim.engine import DEFAULT_ENGINE
     from hwsim.errors import ConfigError
-    from hwsim.infer import (InferSettings, check_dataset, format_table, run_inference,
-                             write_results)
+    from hwsim.infer import InferSettings, check_dataset, format_table, run_inference, write_results
 
     settings = InferSettings(times=tuple(parse_times(times)), repeats=repeats, seed=seed,
                              test_subset=test_subset, engine=engine or DEFAULT_ENGINE,

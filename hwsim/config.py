@@ -57,10 +57,10 @@ class _Where:
     def __init__(self, file: str, path: str = ""):
         self.file, self.path = file, path
 
-    def key(self, name: str) -> "_Where":
+    def key(self, name: str) -> _Where:
         return _Where(self.file, f"{self.path}.{name}" if self.path else name)
 
-    def index(self, i: int) -> "_Where":
+    def index(self, i: int) -> _Where:
         return _Where(self.file, f"{self.path}[{i}]")
 
     def error(self, message: str) -> ConfigError:

@@ -12,9 +12,9 @@ import gzip
 import os
 import pickle
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -155,7 +155,8 @@ def iterate_batches(
     n = len(y)
     order = torch.randperm(n, generator=shuffle_generator) if shuffle_generator else None
     for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
+        end = start + batch_size
+        idx = order[start:end] if order is not None else slice(start, end)
         xb = x[idx]
         if augment:
             if shuffle_generator is None:
@@ -167,7 +168,8 @@ def iterate_batches(
 # --------------------------------------------------------------------------- loaders
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None, *, download: bool = True) -> Dataset:
+def load_dataset(name: str, data_dir: str | Path | None = None, *,
+                 download: bool = True) -> Dataset:
     """Load dataset ``name`` (one of :data:`DATASETS`).
 
     Args:
@@ -204,7 +206,8 @@ def _load_digits() -> Dataset:
     )
     return Dataset(
         "digits", torch.from_numpy(x_tr), torch.from_numpy(y_tr).long(), torch.from_numpy(x_te),
-        torch.from_numpy(y_te).long(), "scikit-learn load_digits (fixed stratified 75/25 split, random_state=0)",
+        torch.from_numpy(y_te).long(),
+        "scikit-learn load_digits (fixed stratified 75/25 split, random_state=0)",
     )
 
 
@@ -293,7 +296,8 @@ def _read_cifar_batches(folder: Path, files: list[str], label_key: bytes):
             xs.append(np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             ys.append(np.asarray(entry[label_key], dtype=np.int64))
         except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError, TypeError) as e:
-            raise DatasetError(f"{path}: not a readable CIFAR batch ({type(e).__name__}: {e})") from None
+            raise DatasetError(
+                f"{path}: not a readable CIFAR batch ({type(e).__name__}: {e})") from None
     return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
 
 

@@ -134,14 +134,15 @@ class DevicePreset:
     def eta(self) -> float | None:
         return self.weight_noise.eta if self.weight_noise else None
 
-    def with_eta(self, eta: float) -> "DevicePreset":
+    def with_eta(self, eta: float) -> DevicePreset:
         """This preset with weight-noise level ``eta`` (ConfigError if it has no weight noise)."""
         if self.weight_noise is None:
             raise ConfigError(f"device preset {self.name!r} has no weight_noise: --eta does not "
                               "apply (use gaussian or gaussian-mult)")
         if eta < 0:
             raise ConfigError(f"--eta must be >= 0, got {eta}")
-        return dataclasses.replace(self, weight_noise=dataclasses.replace(self.weight_noise, eta=eta))
+        noise = dataclasses.replace(self.weight_noise, eta=eta)
+        return dataclasses.replace(self, weight_noise=noise)
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)

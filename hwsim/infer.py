@@ -190,7 +190,8 @@ def write_results(result: InferResult, path: str | Path) -> Path:
     if path.suffix.lower() == ".csv":
         def write(tmp: str) -> None:
             with open(tmp, "w", newline="") as f:
-                f.write(f"# {json.dumps({'meta': result.meta, 'digital_accuracy': result.digital_accuracy})}\n")
+                head = {"meta": result.meta, "digital_accuracy": result.digital_accuracy}
+                f.write(f"# {json.dumps(head)}\n")
                 w = csv.writer(f)
                 w.writerow(["t_inference_s", "repeat", "accuracy", "normalized"])
                 for r in result.records:

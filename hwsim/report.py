@@ -26,9 +26,10 @@ import io
 import math
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Literal
 
 from hwsim.devices import format_time
 from hwsim.errors import ConfigError, HwsimError

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 STORE_NAME = "results.sqlite"
 
@@ -105,7 +106,7 @@ class Store:
         self._db.commit()
 
     @classmethod
-    def open_existing(cls, run_dir: str | Path) -> "Store":
+    def open_existing(cls, run_dir: str | Path) -> Store:
         """The store of run folder ``run_dir``; StoreError if there is none."""
         from hwsim.errors import HwsimError
 

@@ -384,7 +384,7 @@ def run_study(
                                      repeats=job.repeats, seed=job.model.key.seed,
                                      test_subset=job.model.test_subset, engine=engine)
 
-            def commit(records, job=job):
+            def commit(records, job=job, data=data):
                 store.add_cells([(job.cell(r.repeat, r.t_inference), r.accuracy,
                                   len(data.test_subset(job.model.test_subset)[1]), engine)
                                  for r in records])

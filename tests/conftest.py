@@ -77,7 +77,8 @@ def make_cifar(root: Path, name: str = "cifar10", n_per_file=10, seed=0) -> dict
         folder, files, key, classes = root / "cifar-10-batches-py", [
             *(f"data_batch_{i}" for i in range(1, 6)), "test_batch"], b"labels", 10
     else:
-        folder, files, key, classes = root / "cifar-100-python", ["train", "test"], b"fine_labels", 100
+        folder, files = root / "cifar-100-python", ["train", "test"]
+        key, classes = b"fine_labels", 100
     folder.mkdir(parents=True, exist_ok=True)
     written = {}
     for fname in files:

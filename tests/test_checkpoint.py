@@ -26,7 +26,8 @@ def test_plain_state_dict_needs_arch_and_dataset(cnn_nobn_digits, tmp_path):
     path, result = cnn_nobn_digits
     plain = tmp_path / "plain.pt"
     torch.save(result.model.state_dict(), plain)
-    with pytest.raises(CheckpointError, match="plain state_dict: name its architecture with --arch"):
+    with pytest.raises(CheckpointError,
+                       match="plain state_dict: name its architecture with --arch"):
         load_checkpoint(plain)
     ckpt = load_checkpoint(plain, arch="cnn", dataset="digits")
     assert ckpt.bn is False and ckpt.num_classes == 10

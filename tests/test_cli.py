@@ -1,7 +1,7 @@
 import pytest
 from click.testing import CliRunner
-
 from conftest import make_fashion_mnist
+
 from hwsim.checkpoint import load_checkpoint
 from hwsim.cli import cli
 
@@ -13,7 +13,7 @@ def run(*args):
 def test_models_lists_bn_counts():
     result = run("models")
     assert result.exit_code == 0
-    line = next(l for l in result.output.splitlines() if l.startswith("resnet44"))
+    line = next(s for s in result.output.splitlines() if s.startswith("resnet44"))
     assert line.split()[-1] == "43"
 
 

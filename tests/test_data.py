@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_cifar, make_fashion_mnist
+
 from hwsim.data import augment_batch, load_dataset, read_idx
 from hwsim.errors import DatasetError
 

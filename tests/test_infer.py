@@ -92,6 +92,7 @@ def test_wan2022_rejects_other_times(cnn_bn_digits, digits):
 
 def test_mismatched_dataset(cnn_bn_digits, tmp_path):
     from conftest import make_fashion_mnist
+
     from hwsim.data import load_dataset
 
     make_fashion_mnist(tmp_path)

@@ -11,8 +11,16 @@ import pytest
 from scipy.stats import t as student_t
 
 from hwsim.errors import ConfigError, HwsimError
-from hwsim.report import (BN_BETTER, BN_WORSE, FOLD_HELPS, NO_DIFFERENCE, PAPER_RESULTS,
-                          build_report, condition_label, write_report)
+from hwsim.report import (
+    BN_BETTER,
+    BN_WORSE,
+    FOLD_HELPS,
+    NO_DIFFERENCE,
+    PAPER_RESULTS,
+    build_report,
+    condition_label,
+    write_report,
+)
 from hwsim.store import STORE_NAME, ModelKey, Store
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -79,7 +79,7 @@ def test_tiny_study_runs_end_to_end(tiny_run):
     assert models["bn"]["bn_layers"] == 3 and models["no-bn"]["bn_layers"] == 0
     assert models["bn"]["n_test"] == 150 and models["bn"]["digital_accuracy"] > 0.85
     # eta = 0 reproduces the digital accuracy exactly
-    for (arch, bn, mode, preset, eta, t, r), acc in values.items():
+    for (_arch, bn, _mode, preset, eta, _t, _r), acc in values.items():
         if preset == "gaussian" and eta == 0.0:
             assert acc == models[bn]["digital_accuracy"]
     assert meta["datasets"]["digits"] == {"n_test": 150, "test_total": 450, "source": meta[

@@ -6,7 +6,7 @@ registered with :func:`register_model`; :func:`create_model` is the single way t
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
