@@ -17,6 +17,7 @@ is 100% at every level), so its robustness means nothing.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -77,8 +78,10 @@ def welch_ci(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, floa
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     if va + vb == 0:
         return diff, diff, diff, math.inf
-    res = _st.ttest_ind(a, b, equal_var=False)
-    ci = res.confidence_interval(0.95)
+    with warnings.catch_warnings():  # scipy warns about precision on near-equal samples
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = _st.ttest_ind(a, b, equal_var=False)
+        ci = res.confidence_interval(0.95)
     return diff, float(ci.low), float(ci.high), float(res.df)
 
 
