@@ -23,7 +23,7 @@ from hwsim import __version__, stats
 from hwsim.checkpoint import Checkpoint
 from hwsim.data import Dataset, dataset_info
 from hwsim.devices import DevicePreset, format_time, preset_from_dict
-from hwsim.engine import DEFAULT_ENGINE, create_engine, derive_seed
+from hwsim.engine import DEFAULT_ENGINE, Engine, create_engine, derive_seed
 from hwsim.errors import CheckpointError, ConfigError
 from hwsim.evaluate import evaluate
 from hwsim.runtime import atomic_write, resolve_device
@@ -133,19 +133,17 @@ def run_inference(
     records: list[Record] = []
     bar = tqdm(total=sum(len(ts) for _, ts in todo), disable=not progress, unit="eval",
                desc=f"infer {ckpt.arch} {preset.name}", dynamic_ncols=True)
+
+    def show(record: Record) -> None:
+        if on_eval:
+            on_eval(record)
+        bar.update(1)
+        bar.set_postfix(repeat=record.repeat, t=format_time(record.t_inference),
+                        acc=f"{record.accuracy:.4f}")
+
     for r, ts in todo:
-        engine.program(derive_seed(settings.seed, "program", r))
-        done = []
-        for t in ts:
-            if t is not None:
-                engine.drift(t, derive_seed(settings.seed, "drift", r, t))
-            acc = evaluate(engine.model, x, y, ckpt.normalization,
-                           batch_size=settings.batch_size, device=engine.device)
-            done.append(Record(t, r, acc))
-            if on_eval:
-                on_eval(done[-1])
-            bar.update(1)
-            bar.set_postfix(repeat=r, t=format_time(t), acc=f"{acc:.4f}")
+        done = run_repeat(engine, r, ts, x, y, ckpt.normalization, seed=settings.seed,
+                          batch_size=settings.batch_size, on_eval=show)
         records += done
         if on_repeat:
             on_repeat(done)
@@ -153,6 +151,28 @@ def run_inference(
     seconds = time.perf_counter() - start
     meta = run_metadata(ckpt, preset, settings, data, len(y), str(dev))
     return InferResult(meta, digital_acc, records, summarize(records, digital_acc), seconds)
+
+
+def run_repeat(engine: Engine, repeat: int, times: list[float | None], x: torch.Tensor,
+               y: torch.Tensor, normalization: dict, *, seed: int, batch_size: int = 500,
+               on_eval: Callable[[Record], None] | None = None) -> list[Record]:
+    """One Monte-Carlo repeat: program chip ``repeat``, drift it to each of ``times`` in
+    increasing order and evaluate (``None``: a preset without drift, evaluated once).
+
+    Every draw comes from ``derive_seed(seed, ...)`` of this repeat and time, so the records
+    do not depend on what the engine computed before.
+    """
+    engine.program(derive_seed(seed, "program", repeat))
+    done = []
+    for t in times:
+        if t is not None:
+            engine.drift(t, derive_seed(seed, "drift", repeat, t))
+        acc = evaluate(engine.model, x, y, normalization, batch_size=batch_size,
+                       device=engine.device)
+        done.append(Record(t, repeat, acc))
+        if on_eval:
+            on_eval(done[-1])
+    return done
 
 
 def check_dataset(ckpt: Checkpoint, dataset: str) -> None:
