@@ -14,13 +14,14 @@ alike; the medians over the rounds are reported. Every run's cells are checked e
 
     .venv/bin/python benchmarks/bench_executors.py [--study experiments/quick.yaml]
         [--run-dir runs/bench-executors] [--repeats 2] [--rounds 3] [--cpus-per-task C]
-        [--train-subset N] [--epochs E] [--json out.json]
+        [--arch cnn] [--train-subset N] [--epochs E] [--json out.json]
 
 ``--repeats R`` times the first R Monte-Carlo repeats of every (model, BN mode, preset, eta)
 (every kind of unit the study has, R/repeats of its cells); 0 keeps the study's.
-``--train-subset N --epochs E`` train the models on less (to save time on a busy machine):
-the inference stage then does the same work per cell on other weights (only the iterations
-of the engine's bound management depend on the weights).
+``--arch A [--arch B]`` keeps those architectures only. ``--train-subset N --epochs E``
+train the models on less (to save time on a busy machine): the inference stage then does the
+same work per cell on other weights (only the iterations of the engine's bound management
+depend on the weights).
 """
 
 from __future__ import annotations
@@ -88,17 +89,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cpus-per-task", type=float, default=None)
+    parser.add_argument("--arch", action="append", default=None)
     parser.add_argument("--train-subset", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 
-    from hwsim.study import load_study, run_study
+    from hwsim.study import load_study, plan_study, run_study
 
     study = load_study(args.study)
     if args.repeats:
         study = dataclasses.replace(study, repeats=min(args.repeats, study.repeats))
+    if args.arch:
+        study = dataclasses.replace(study, architectures=args.arch)
     training = {k: v for k, v in (("train_subset", args.train_subset), ("epochs", args.epochs))
                 if v is not None}
     if training:
@@ -107,7 +111,8 @@ def main() -> None:
     base = args.run_dir / "base"
     print(f"preparing {base} (training what is missing, with the local executor)", flush=True)
     run_study(study, base, progress=False, log=lambda m: print(m, flush=True))
-    reference = cells(base)
+    wanted = {c.id for job in plan_study(study).infers for c in job.cells()}
+    reference = {k: v for k, v in cells(base).items() if k in wanted}
     print(f"{len(reference)} cells per run; {args.rounds} round(s), alternating order",
           flush=True)
 

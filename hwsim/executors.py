@@ -12,6 +12,7 @@ loads the study's datasets itself.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -123,6 +124,9 @@ class RayExecutor(Executor):
     def __init__(self, ray_module, *, cpus: float, gpus: float, owned: bool):
         self.ray = ray_module
         self.cpus, self.gpus, self.owned = cpus, gpus, owned
+        # where a task computes: Ray leaves every GPU of a node visible to a task that holds
+        # none, so "auto" would take a GPU it did not reserve
+        self.device = "cuda" if gpus > 0 else "cpu"
         self._train_task = ray_module.remote(_train_task)
         self._infer_task = ray_module.remote(_infer_task)
 
@@ -181,6 +185,7 @@ class RayExecutor(Executor):
             log(f"[train] {len(units)} model(s) to train or evaluate on Ray "
                 f"({self.cpus:g} CPU, {self.gpus:g} GPU per task)")
         threads = _threads(self.cpus)
+        settings = dataclasses.replace(settings, device=self.device)
         task = self._train_task.options(**self._options())
         refs = {task.remote(unit, settings, threads): unit for unit in units}
         for i, outcome in enumerate(self._as_completed(refs), 1):
@@ -191,6 +196,7 @@ class RayExecutor(Executor):
 
     def infer(self, units, settings, *, progress):
         threads = _threads(self.cpus)
+        settings = dataclasses.replace(settings, device=self.device)
         task = self._infer_task.options(**self._options())
         refs = {task.remote(unit, ckpt, settings, threads): unit for unit, ckpt in units}
         for outcome in self._as_completed(refs):
@@ -210,10 +216,9 @@ class RayExecutor(Executor):
                     if isinstance(e.cause, HwsimError):
                         raise e.cause from None
                     raise
-                except ray.exceptions.RayError as e:
-                    raise HwsimError(f"Ray could not run {unit.label} (tried "
-                                     f"{MAX_RETRIES + 1} times): {type(e).__name__}: "
-                                     f"{str(e).splitlines()[0]}") from None
+                except ray.exceptions.RayError as e:  # after Ray's own retries
+                    raise HwsimError(f"Ray could not run the task of {unit.label}: "
+                                     f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
                 yield outcome
         finally:  # an error, or the driver stopping early: nothing more is wanted
             for ref in pending:

@@ -321,75 +321,12 @@ def run_study(
                                 "torch": torch.__version__})
     store.set_preset_hashes(plan.preset_hashes)
 
-    recorded: set[str] = set()
-
-    def record_dataset(rec: DatasetRecord) -> None:
-        if rec.name not in recorded:
-            meta = store.meta().get("datasets", {})
-            meta[rec.name] = rec.to_meta()
-            store.set_meta("datasets", meta)
-            recorded.add(rec.name)
-
+    datasets = _DatasetMeta(store)
     try:
-        # -- stage 1: training (cached by the content of the training settings)
-        trained = cached = 0
-        shared = {}  # model key -> how inference units reach its checkpoint
-        units = []
-        for job in plan.models:
-            path = run_dir / "checkpoints" / job.checkpoint_name
-            record = store.model(job.key)
-            if path.is_file() and record and record["model_hash"] == job.model_hash:
-                data = path.read_bytes()
-                shared[job.key] = executor.share(data, checkpoint_from_bytes(data, str(path)))
-                cached += 1
-            else:  # a checkpoint without its record (killed in between) is only evaluated
-                units.append(TrainUnit(job, path.read_bytes() if path.is_file() else None))
-        for out in executor.train(units, settings, log=log, progress=progress):
-            job = out.unit.job
-            path = run_dir / "checkpoints" / job.checkpoint_name
-            if out.checkpoint is not None:
-                write_checkpoint_bytes(out.checkpoint, path)
-                trained += 1
-            else:
-                cached += 1
-            data = out.checkpoint or out.unit.checkpoint
-            record_dataset(out.dataset)
-            store.add_model(job.key, digital_accuracy=out.digital_accuracy,
-                            n_test=out.dataset.n_test, full_test_accuracy=out.full_test_accuracy,
-                            bn_layers=out.bn_layers, checkpoint=str(path),
-                            checkpoint_sha256=hashlib.sha256(data).hexdigest(),
-                            train_seconds=out.seconds, model_hash=job.model_hash)
-            shared[job.key] = executor.share(data, checkpoint_from_bytes(data, str(path)))
-        log(f"[train] {len(plan.models)} model(s): {trained} trained, {cached} cached")
-
-        # -- stage 2: inference, one unit per (job, repeat), committed as each arrives
-        done = store.done_ids()
-        todo = []
-        for job in plan.infers:
-            for r in range(job.repeats):
-                times = tuple(t for t in job.times if job.cell(r, t).id not in done)
-                if times:
-                    todo.append((InferUnit(job, r, times), shared[job.model.key]))
-        total_cells = sum(len(job.cells()) for job in plan.infers)
-        remaining = sum(len(u.times) for u, _ in todo)
-        log(f"[infer] {total_cells} cells: {total_cells - remaining} already in the store, "
-            f"{remaining} to compute (engine {engine})")
-        bar = tqdm(total=remaining, disable=not progress, unit="cell", desc="study",
-                   dynamic_ncols=True)
-
-        def show(unit: InferUnit, n: int) -> None:
-            bar.set_description(unit.label, refresh=False)
-            bar.update(n)
-
-        computed = 0
-        try:
-            for out in executor.infer(todo, settings, progress=show):
-                record_dataset(out.dataset)
-                store.add_cells([(cell, acc, out.dataset.n_test, engine)
-                                 for cell, acc in out.cells()])
-                computed += len(out.accuracies)
-        finally:
-            bar.close()
+        shared, trained, cached = _train_stage(plan, run_dir, store, executor, settings,
+                                               datasets, log=log, progress=progress)
+        computed, total_cells, remaining = _infer_stage(plan, store, executor, settings, shared,
+                                                        datasets, log=log, progress=progress)
     finally:
         elapsed = time.perf_counter() - start
         timing = store.meta().get("timing", {})
@@ -400,6 +337,91 @@ def run_study(
     run = StudyRun(run_dir, computed, total_cells - remaining, trained, cached, elapsed)
     run.stages = study_status(plan, run_dir)
     return run
+
+
+class _DatasetMeta:
+    """Records each dataset's test split in the store's meta, once per run, as the units
+    that loaded it report it."""
+
+    def __init__(self, store: Store):
+        self.store, self.done = store, set()
+
+    def record(self, rec: DatasetRecord) -> None:
+        if rec.name not in self.done:
+            meta = self.store.meta().get("datasets", {})
+            meta[rec.name] = rec.to_meta()
+            self.store.set_meta("datasets", meta)
+            self.done.add(rec.name)
+
+
+def _train_stage(plan: Plan, run_dir: Path, store: Store, executor: Executor,
+                 settings: UnitSettings, datasets: _DatasetMeta, *, log, progress: bool):
+    """Train what is missing (cached by the content of the training settings); returns each
+    model's checkpoint as the executor shares it, and the trained and cached counts."""
+    trained = cached = 0
+    shared = {}  # model key -> how inference units reach its checkpoint
+    units = []
+    for job in plan.models:
+        path = run_dir / "checkpoints" / job.checkpoint_name
+        record = store.model(job.key)
+        if path.is_file() and record and record["model_hash"] == job.model_hash:
+            data = path.read_bytes()
+            shared[job.key] = executor.share(data, checkpoint_from_bytes(data, str(path)))
+            cached += 1
+        else:  # a checkpoint without its record (killed in between) is only evaluated
+            units.append(TrainUnit(job, path.read_bytes() if path.is_file() else None))
+    for out in executor.train(units, settings, log=log, progress=progress):
+        job = out.unit.job
+        path = run_dir / "checkpoints" / job.checkpoint_name
+        if out.checkpoint is not None:
+            write_checkpoint_bytes(out.checkpoint, path)
+            trained += 1
+        else:
+            cached += 1
+        data = out.checkpoint or out.unit.checkpoint
+        datasets.record(out.dataset)
+        store.add_model(job.key, digital_accuracy=out.digital_accuracy,
+                        n_test=out.dataset.n_test, full_test_accuracy=out.full_test_accuracy,
+                        bn_layers=out.bn_layers, checkpoint=str(path),
+                        checkpoint_sha256=hashlib.sha256(data).hexdigest(),
+                        train_seconds=out.seconds, model_hash=job.model_hash)
+        shared[job.key] = executor.share(data, checkpoint_from_bytes(data, str(path)))
+    log(f"[train] {len(plan.models)} model(s): {trained} trained, {cached} cached")
+    return shared, trained, cached
+
+
+def _infer_stage(plan: Plan, store: Store, executor: Executor, settings: UnitSettings,
+                 shared: dict, datasets: _DatasetMeta, *, log, progress: bool):
+    """One unit per (job, repeat) with missing cells, committed as each arrives; returns the
+    cells computed, in the grid, and missing at the start."""
+    done = store.done_ids()
+    todo = []
+    for job in plan.infers:
+        for r in range(job.repeats):
+            times = tuple(t for t in job.times if job.cell(r, t).id not in done)
+            if times:
+                todo.append((InferUnit(job, r, times), shared[job.model.key]))
+    total_cells = sum(len(job.cells()) for job in plan.infers)
+    remaining = sum(len(u.times) for u, _ in todo)
+    log(f"[infer] {total_cells} cells: {total_cells - remaining} already in the store, "
+        f"{remaining} to compute (engine {settings.engine})")
+    bar = tqdm(total=remaining, disable=not progress, unit="cell", desc="study",
+               dynamic_ncols=True)
+
+    def show(unit: InferUnit, n: int) -> None:
+        bar.set_description(unit.label, refresh=False)
+        bar.update(n)
+
+    computed = 0
+    try:
+        for out in executor.infer(todo, settings, progress=show):
+            datasets.record(out.dataset)
+            store.add_cells([(cell, acc, out.dataset.n_test, settings.engine)
+                             for cell, acc in out.cells()])
+            computed += len(out.accuracies)
+    finally:
+        bar.close()
+    return computed, total_cells, remaining
 
 
 def format_status(stages: list[StageStatus]) -> str:

@@ -146,11 +146,11 @@ def run_train_unit(unit: TrainUnit, settings: UnitSettings, cache: UnitCache, *,
     data = cache.dataset(job.key.dataset, settings.data_dir)
     if unit.checkpoint is None:
         result = train(job.train, data, device=settings.device, progress=progress)
-        ckpt, seconds, blob = result.checkpoint, result.seconds, checkpoint_to_bytes(
-            result.checkpoint)
+        ckpt, seconds = result.checkpoint, result.seconds
+        blob = checkpoint_to_bytes(ckpt)
     else:
         ckpt, seconds, blob = checkpoint_from_bytes(unit.checkpoint, job.checkpoint_name), \
-            None, None
+            None, None  # evaluate only
     dev = resolve_device(settings.device)
     model = ckpt.build_model().to(dev)
     x, y = data.test_subset(job.test_subset)

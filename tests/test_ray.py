@@ -242,3 +242,48 @@ def test_without_ray_installed_one_line_says_how_to_install_it(study_file, tmp_p
                     "--executor ray needs Ray: pip install 'hwsim[ray]' (from a checkout: "
                     "pip install -e '.[ray]')", tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+class FakeCluster:
+    """What RayExecutor reads of a cluster: its nodes' resources (a GPU cluster, here)."""
+
+    def __init__(self, *nodes: dict):
+        self._nodes = [{"Alive": True, "Resources": r} for r in nodes]
+
+    def nodes(self):
+        return self._nodes
+
+    def remote(self, fn):
+        return fn
+
+
+GPU_NODES = ({"CPU": 16.0, "GPU": 4.0}, {"CPU": 8.0})
+
+
+@pytest.mark.parametrize("device,gpus,cpus,expected", [
+    ("auto", None, None, (1.0, 1.0, "cuda")),  # the study runs on CUDA: a GPU per task
+    ("cuda", 0.25, None, (1.0, 0.25, "cuda")),  # four tasks share a GPU
+    ("auto", 2, 4, (4.0, 2.0, "cuda")),
+    ("cpu", None, 8, (8.0, 0.0, "cpu")),  # never "auto" on a node whose GPUs it did not ask for
+])
+def test_task_size_on_a_gpu_cluster(device, gpus, cpus, expected):
+    from hwsim.executors import _task_size
+
+    cluster = FakeCluster(*GPU_NODES)
+    size = _task_size(cluster, gpus, cpus, device)
+    executor = RayExecutor(cluster, cpus=size[0], gpus=size[1], owned=False)
+    assert (*size, executor.device) == expected
+
+
+@pytest.mark.parametrize("device,gpus,cpus,message", [
+    ("auto", 8, None, "--gpus-per-task 8: no node of the Ray cluster has that many GPUs"),
+    ("cpu", 1, None, "--gpus-per-task 1 with --compute-device cpu: the tasks would hold GPUs"),
+    ("cuda", 0, None, "--compute-device cuda: give --gpus-per-task > 0"),
+    ("auto", None, 32, "--cpus-per-task 32: no node of the Ray cluster has that many CPUs"),
+])
+def test_task_sizes_no_node_can_run(device, gpus, cpus, message):
+    from hwsim.errors import ConfigError
+    from hwsim.executors import _task_size
+
+    with pytest.raises(ConfigError, match=message.replace("-", r"\-")):
+        _task_size(FakeCluster(*GPU_NODES), gpus, cpus, device)
