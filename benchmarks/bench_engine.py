@@ -99,7 +99,7 @@ def validate(repeats: int = 30) -> list[dict]:
     trained = train(TrainConfig("cnn", True, "digits", epochs=3, batch_size=32), data,
                     progress=False)
     rows = []
-    for name in ("pcm", "reram", "pcm-weights-only", "ideal"):
+    for name in ("pcm", "pcm-column", "reram", "pcm-weights-only", "ideal"):
         analog = convert(trained.checkpoint, load_preset(name), "keep").checkpoint
         for engine in ("aihwkit", "fast"):
             settings = InferSettings(times=(1.0, 86400.0, 31536000.0), repeats=repeats,

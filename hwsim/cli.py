@@ -130,7 +130,10 @@ def devices_cmd(ctx) -> None:
 
     for name in list_presets():
         p = load_preset(name)
+        m = p.mapping
         click.echo(f"{name:<18} {p.description}")
+        click.echo(f"{'':<18} mapping: {m.label}; tiles of at most "
+                   f"{m.max_input_size} inputs x {m.max_output_size} outputs")
         click.echo(f"{'':<18} source: {p.source}")
 
 

@@ -48,6 +48,27 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0]
 
 
+def test_devices_lists_each_presets_mapping():
+    result = run("devices")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for name, mapping in [("pcm", "per-tile, omega 1"), ("pcm-column", "per-column, omega 1")]:
+        i = next(i for i, line in enumerate(lines) if line.split()[0] == name)
+        assert lines[i + 1].split() == ["mapping:", *f"{mapping}; tiles of at most 512 inputs x "
+                                        "512 outputs".split()]
+
+
+def test_infer_refuses_a_preset_neither_engine_simulates(cnn_bn_digits, tmp_path):
+    preset = tmp_path / "biased.yaml"
+    preset.write_text("name: biased\ndescription: d\nsource: s\nmapping: {digital_bias: false}\n")
+    result = run("infer", "--model", cnn_bn_digits[0], "--device", preset)
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"Error: {preset}: mapping.digital_bias: false (a bias on the analog tile) is not "
+        "supported: aihwkit's torch tile, on which the fast and aihwkit engines run, keeps "
+        "biases digital; set digital_bias: true (or leave it out)")
+
+
 def test_convert_then_infer(cnn_bn_digits, tmp_path):
     path, _ = cnn_bn_digits
     out = tmp_path / "a.pt"

@@ -16,8 +16,19 @@ PRESET_FILES = sorted(presets_dir().glob("*.yaml"))
 
 
 def test_shipped_presets():
-    assert {"pcm", "pcm-weights-only", "reram", "reram-wan2022", "ideal", "gaussian",
-            "gaussian-mult"} <= set(list_presets())
+    assert {"pcm", "pcm-column", "pcm-weights-only", "reram", "reram-wan2022", "ideal",
+            "gaussian", "gaussian-mult"} <= set(list_presets())
+
+
+def test_pcm_column_is_pcm_with_per_column_scaling():
+    pcm, column = load_preset("pcm"), load_preset("pcm-column")
+    assert column.mapping.weight_scaling_columnwise and not pcm.mapping.weight_scaling_columnwise
+    assert column.mapping.label == "per-column, omega 1"
+    assert pcm.mapping.label == "per-tile, omega 1"
+    assert (column.noise_model, column.forward, column.drift_compensation) == (
+        pcm.noise_model, pcm.forward, pcm.drift_compensation)
+    cfg = to_rpu_config(column)
+    assert cfg.mapping.weight_scaling_columnwise is True
 
 
 @pytest.mark.parametrize("path", PRESET_FILES, ids=[p.name for p in PRESET_FILES])
