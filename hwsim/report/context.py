@@ -1,0 +1,165 @@
+"""What a reader needs to interpret the numbers: the run's setup, its device presets, the
+trained models, and the report's conventions (units, intervals, how verdicts are made)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from hwsim.report.analysis import PAPER_CITATION, Group, PaperMetric
+from hwsim.stats import summarize
+
+
+def study_datasets(study: dict) -> dict[str, dict]:
+    """The study's per-dataset settings, whether stored as a list or a mapping."""
+    ds = study.get("datasets")
+    if isinstance(ds, dict):
+        return {k: v or {} for k, v in ds.items()}
+    if isinstance(ds, list):
+        return {d["name"]: d for d in ds if isinstance(d, dict) and "name" in d}
+    return {}
+
+
+def format_seconds(s: float) -> str:
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.2f} h"
+
+
+def setup_lines(meta: dict, models: list[dict], cells: list[dict],
+                datasets: list[str]) -> list[str]:
+    study = meta.get("study") or {}
+    plans = study_datasets(study)
+    ds_meta = meta.get("datasets") or {}
+    lines = []
+    if study.get("name"):
+        desc = f" — {study['description'].strip()}" if study.get("description") else ""
+        lines.append(f"Study: {study['name']}{desc}")
+    small = []
+    for d in datasets:
+        info = ds_meta.get(d) or {}
+        plan = plans.get(d) or {}
+        n = info.get("n_test") or next((m["n_test"] for m in models if m["dataset"] == d),
+                                       None) or next(c["n_test"] for c in cells
+                                                     if c["dataset"] == d)
+        total = info.get("test_total")
+        if total and n < total:
+            where = f"evaluated on the first {n} of {total} test images"
+            small.append(f"{d} uses {n} of {total} test images")
+        elif total:
+            where = f"evaluated on all {total} test images"
+        else:
+            where = f"evaluated on {n} test images (size of the full test split not recorded)"
+        train = []
+        if plan.get("epochs") is not None:
+            train.append(f"{plan['epochs']} epoch(s)")
+            if plan["epochs"] < 10:
+                small.append(f"{d} models trained {plan['epochs']} epoch(s)")
+        if plan.get("batch_size") is not None:
+            train.append(f"batch size {plan['batch_size']}")
+        if plan.get("lr") is not None:
+            train.append(f"lr {plan['lr']:g}")
+        if plan.get("train_subset"):
+            train.append(f"first {plan['train_subset']} training images")
+        src = f" Source: {info['source']}." if info.get("source") else ""
+        trained = f" Trained with {', '.join(train)}." if train else ""
+        lines.append(f"Dataset {d}: {where}.{trained}{src}")
+    seeds = sorted({c["seed"] for c in cells})
+    repeats = study.get("repeats")
+    seen = sorted({c["repeat"] for c in cells})
+    rep = (f"{repeats} Monte-Carlo repeat(s) per cell (study file); " if repeats is not None
+           else "")
+    lines.append(f"{rep}{len(seen)} repeat index(es) in the store; training seed(s): "
+                 f"{', '.join(map(str, seeds))}. Each table row pools repeats × seeds.")
+    if repeats is not None and repeats < 5:
+        small.append(f"{repeats} repeat(s) per cell")
+    engines = sorted({c["engine"] for c in cells})
+    engine = meta.get("engine") or study.get("engine")
+    lines.append("Engine: " + ", ".join(sorted({engine, *engines} if engine else engines)) + ".")
+    versions = meta.get("versions") or {}
+    if versions:
+        lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
+    timing = meta.get("timing") or {}
+    times = [f"{k.removesuffix('_seconds').replace('_', ' ')} {format_seconds(v)}"
+             for k, v in timing.items() if isinstance(v, (int, float))]
+    if times:
+        lines.append("Timing: " + ", ".join(times) + ".")
+    train_s = [m["train_seconds"] for m in models if m.get("train_seconds")]
+    if train_s:
+        lines.append(f"Training: {len(models)} model(s), {format_seconds(sum(train_s))} in total.")
+    if not meta:
+        lines.append("The store has no study metadata (a partial or hand-made store): "
+                     "settings, versions and test-set sizes are unknown.")
+    size = ("This run is small (" + "; ".join(small) + "): " if small else "")
+    lines.append(size + "quick runs (few epochs, a test subset, few repeats) are small — they "
+                 "check the pipeline and show trends; their accuracies and wide confidence "
+                 "intervals are not publication-grade numbers.")
+    return lines
+
+
+def preset_lines(meta: dict, names: list[str]) -> list[str]:
+    presets = meta.get("presets") or {}
+    out = []
+    for name in names:
+        p = presets.get(name) or {}
+        desc = " ".join(str(p.get("description") or "").split()) or "(no description recorded)"
+        src = " ".join(str(p.get("source") or "").split())
+        out.append(f"{name}: {desc.rstrip('.')}."
+                   + (f" Source: {src.rstrip('.')}." if src else ""))
+    return out
+
+
+def model_rows(models: list[dict]) -> list[dict]:
+    by: dict[tuple, list[dict]] = defaultdict(list)
+    for m in models:
+        by[(m["dataset"], m["arch"], m["bn"])].append(m)
+    rows = []
+    for (dataset, arch, bn), ms in sorted(by.items()):
+        full = [m["full_test_accuracy"] for m in ms if m["full_test_accuracy"] is not None]
+        secs = [m["train_seconds"] for m in ms if m["train_seconds"] is not None]
+        rows.append({"dataset": dataset, "arch": arch, "bn": bn,
+                     "seeds": [m["seed"] for m in ms],
+                     "bn_layers": max(int(m["bn_layers"]) for m in ms),
+                     "digital": summarize(m["digital_accuracy"] for m in ms),
+                     "n_test": ms[0]["n_test"],
+                     "full_test": sum(full) / len(full) if full else None,
+                     "train_seconds": sum(secs) if secs else None})
+    return rows
+
+
+def convention_lines(groups: list[Group], paper_metrics: list[PaperMetric]) -> list[str]:
+    notes = [
+        "Accuracies are in % of the evaluated test images; normalised accuracy = analog "
+        "accuracy / digital accuracy of the same trained model on the same images, in %. "
+        "± is the 95% confidence interval of the mean (Student t, n − 1 degrees of freedom); "
+        "n/a for a single sample.",
+    ]
+    if any(g.normalised.n < g.accuracy.n for g in groups):
+        notes.append("Some cells have no trained-model row in the store: their normalised "
+                     "accuracy is n/a.")
+    if paper_metrics:
+        etas = sorted({e for p in paper_metrics for e in p.etas})
+        notes.append(
+            "Average normalised accuracy (the metric of Fagbohungbe & Qian) = mean over this "
+            "run's η levels of the mean normalised accuracy at each level; this run's η: "
+            + ", ".join(f"{e:g}" for e in etas) + ". The paper's noise-level grid may differ "
+            "from this run's η levels, so compare directions, not exact values. Published "
+            f"values: {PAPER_CITATION} (CIFAR-10, additive Gaussian weight noise); '—' where "
+            "the paper reports no figure for that model, dataset and noise."
+        )
+    return notes
+
+
+VERDICT_METHOD = (
+    "Each verdict compares two variants' normalised accuracies: the difference of the means "
+    "(no-BN − BN kept, or BN folded − BN kept) with a Welch 95% confidence interval "
+    "(Welch–Satterthwaite degrees of freedom, Student t quantile). If the whole CI is above 0, "
+    "BN kept is worse (or folding helps); below 0, BN kept is better (or folding hurts); "
+    "otherwise there is no significant difference. Samples are the cells of each variant "
+    "(repeats × seeds). For the average over η, one sample per (seed, repeat) is its "
+    "normalised accuracy averaged over the η levels both variants have; (seed, repeat) pairs "
+    "missing a level are left out. A CI of zero width means the samples did not vary. No "
+    "correction is made for the number of comparisons."
+)
+
