@@ -2,9 +2,10 @@
 
 The package, by concept:
 
-* :mod:`~hwsim.report.analysis` — the numbers: cell groups, verdicts (Welch 95% CIs), the
-  paper's metric, BN-layer trends;
-* :mod:`~hwsim.report.context` — setup, presets, models and conventions a reader needs;
+* :mod:`~hwsim.report.analysis` — the numbers: variants, cell groups, verdicts (Welch 95%
+  CIs), the paper's metric, BN-layer trends, models that did not learn;
+* :mod:`~hwsim.report.answers` — the answers at the top: one builder per question;
+* :mod:`~hwsim.report.context` — setup, presets (and their mapping), models, conventions;
 * :mod:`~hwsim.report.figures` — what each figure shows and how it is drawn (the only
   matplotlib importer);
 * :mod:`~hwsim.report.build` — :class:`Report` and :func:`build_report` (store → report);
@@ -17,7 +18,9 @@ from hwsim.report.analysis import (
     BN_BETTER,
     BN_FOLDED,
     BN_KEPT,
+    BN_RECAL,
     BN_WORSE,
+    COMPARISONS,
     FOLD_HELPS,
     FOLD_HURTS,
     NO_BN,
@@ -25,20 +28,27 @@ from hwsim.report.analysis import (
     PAPER_CITATION,
     PAPER_RESULTS,
     TOO_FEW,
+    VARIANT_LABELS,
+    Comparison,
     Group,
     PaperMetric,
+    Trend,
+    Unlearned,
     Verdict,
     condition_label,
     variant_of,
 )
+from hwsim.report.answers import ANSWER_BUILDERS, Answer, Findings
 from hwsim.report.build import Report, build_report
 from hwsim.report.figures import FigureSpec, Series, render_png
 from hwsim.report.layout import report_document
 from hwsim.report.render import Document, render_html, render_markdown
 from hwsim.report.write import FORMATS, write_report
 
-__all__ = ["BN_BETTER", "BN_FOLDED", "BN_KEPT", "BN_WORSE", "FOLD_HELPS", "FOLD_HURTS",
-           "FORMATS", "NO_BN", "NO_DIFFERENCE", "PAPER_CITATION", "PAPER_RESULTS", "TOO_FEW",
-           "Document", "FigureSpec", "Group", "PaperMetric", "Report", "Series", "Verdict",
-           "build_report", "condition_label", "render_html", "render_markdown", "render_png",
-           "report_document", "variant_of", "write_report"]
+__all__ = ["ANSWER_BUILDERS", "BN_BETTER", "BN_FOLDED", "BN_KEPT", "BN_RECAL", "BN_WORSE",
+           "COMPARISONS", "FOLD_HELPS", "FOLD_HURTS", "FORMATS", "NO_BN", "NO_DIFFERENCE",
+           "PAPER_CITATION", "PAPER_RESULTS", "TOO_FEW", "VARIANT_LABELS", "Answer",
+           "Comparison", "Document", "FigureSpec", "Findings", "Group", "PaperMetric", "Report",
+           "Series", "Trend", "Unlearned", "Verdict", "build_report", "condition_label",
+           "render_html", "render_markdown", "render_png", "report_document", "variant_of",
+           "write_report"]

@@ -9,16 +9,33 @@ from hwsim.errors import HwsimError
 from hwsim.report.analysis import (
     Group,
     PaperMetric,
+    Trend,
+    Unlearned,
     Verdict,
     bn_layer_counts,
+    bn_trends,
     build_groups,
     build_paper_metrics,
     build_verdicts,
+    find_unlearned,
     noise_types,
-    summary_lines,
 )
-from hwsim.report.context import convention_lines, model_rows, preset_lines, setup_lines
-from hwsim.report.figures import FigureSpec, bn_layer_figures, eta_figures, time_figures
+from hwsim.report.answers import Answer, Findings, build_answers
+from hwsim.report.context import (
+    convention_lines,
+    model_rows,
+    preset_lines,
+    setup_lines,
+    small_run_reasons,
+)
+from hwsim.report.figures import (
+    FigureSpec,
+    bn_layer_figures,
+    eta_figures,
+    forest_figures,
+    time_figures,
+)
+from hwsim.stats import LEARNED_FACTOR
 from hwsim.store import Store
 
 
@@ -28,20 +45,24 @@ class Report:
 
     title: str
     store_path: str
+    study: str  # "name — description", or "" without study metadata
     datasets: list[str]
+    answers: dict[str, list[Answer]]  # per dataset, in reading order
+    unlearned: list[Unlearned]  # models left out of every analysis
     setup: list[str]
+    small_run: list[str]  # why the numbers are not publication grade; empty if they are
     presets: list[str]
     models: list[dict]
-    groups: list[Group]
+    groups: list[Group]  # every group, unlearned models' ones included (marked)
     paper_metrics: list[PaperMetric]
     verdicts: list[Verdict]
-    summaries: dict[str, list[str]]
-    figures: list[FigureSpec]
+    trends: list[Trend]
+    figures: list[FigureSpec]  # every figure; FigureSpec.kind/.dataset say where it goes
     notes: list[str] = field(default_factory=list)
 
 
 def build_report(store: Store) -> Report:
-    """Compute tables, verdicts and figure data from ``store``.
+    """Compute answers, tables, verdicts and figure data from ``store``.
 
     Raises:
         HwsimError: the store holds no cells.
@@ -52,32 +73,48 @@ def build_report(store: Store) -> Report:
                          "run 'hwsim study run STUDY.yaml --out FOLDER' first")
     models = store.models()
     meta = store.meta()
+    study = meta.get("study") or {}
+    factor = study.get("learned_factor", LEARNED_FACTOR)
     digital = {(m["dataset"], m["arch"], m["bn"], m["seed"]): m["digital_accuracy"]
                for m in models}
+    unlearned = find_unlearned(models, factor)
 
-    groups = build_groups(cells, digital)
+    groups = build_groups(cells, digital, unlearned)
+    learned = [g for g in groups if g.learned]
     datasets = sorted({g.dataset for g in groups})
     types = noise_types(meta)
     paper_metrics = build_paper_metrics(groups, types)
     verdicts = build_verdicts(groups)
     bn_layers = bn_layer_counts(models)
-    study = meta.get("study") or {}
+    trends = [t for d in datasets for t in bn_trends(d, groups, bn_layers)]
+    figures = [*forest_figures(verdicts), *bn_layer_figures(trends), *time_figures(learned),
+               *eta_figures(learned, types)]
+    presets = meta.get("presets") or {}
+    answers = {d: build_answers(Findings(
+        dataset=d, verdicts=[v for v in verdicts if v.dataset == d],
+        paper_metrics=[p for p in paper_metrics if p.dataset == d],
+        trends=[t for t in trends if t.dataset == d], presets=presets, noise_types=types,
+        figures=[f for f in figures if f.dataset == d])) for d in datasets}
     title = f"hwsim report: {study['name']}" if study.get("name") else "hwsim report"
-    summaries = {d: summary_lines(d, groups, verdicts, bn_layers) for d in datasets}
-    figures = [*time_figures(groups), *eta_figures(groups, types),
-               *bn_layer_figures(groups, bn_layers)]
+    about = ""
+    if study.get("name"):
+        about = study["name"] + (f" — {' '.join(study['description'].split())}"
+                                 if study.get("description") else "")
     return Report(
         title=title,
         store_path=str(store.path),
+        study=about,
         datasets=datasets,
+        answers=answers,
+        unlearned=unlearned,
         setup=setup_lines(meta, models, cells, datasets),
+        small_run=small_run_reasons(meta, models, cells, datasets),
         presets=preset_lines(meta, sorted({c["preset"] for c in cells})),
-        models=model_rows(models),
+        models=model_rows(models, unlearned),
         groups=groups,
         paper_metrics=paper_metrics,
         verdicts=verdicts,
-        summaries=summaries,
+        trends=trends,
         figures=figures,
-        notes=convention_lines(groups, paper_metrics),
+        notes=convention_lines(groups, paper_metrics, factor),
     )
-

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from hwsim.report.analysis import PAPER_CITATION, Group, PaperMetric
-from hwsim.stats import summarize
+from hwsim.report.analysis import PAPER_CITATION, Group, PaperMetric, Unlearned
+from hwsim.stats import LEARNED_FACTOR, summarize
 
 
 def study_datasets(study: dict) -> dict[str, dict]:
@@ -27,6 +27,13 @@ def format_seconds(s: float) -> str:
     return f"{s / 3600:.2f} h"
 
 
+def _n_test(d: str, meta: dict, models: list[dict], cells: list[dict]) -> int:
+    info = (meta.get("datasets") or {}).get(d) or {}
+    return info.get("n_test") or next((m["n_test"] for m in models if m["dataset"] == d),
+                                      None) or next(c["n_test"] for c in cells
+                                                    if c["dataset"] == d)
+
+
 def setup_lines(meta: dict, models: list[dict], cells: list[dict],
                 datasets: list[str]) -> list[str]:
     study = meta.get("study") or {}
@@ -36,17 +43,13 @@ def setup_lines(meta: dict, models: list[dict], cells: list[dict],
     if study.get("name"):
         desc = f" — {study['description'].strip()}" if study.get("description") else ""
         lines.append(f"Study: {study['name']}{desc}")
-    small = []
     for d in datasets:
         info = ds_meta.get(d) or {}
         plan = plans.get(d) or {}
-        n = info.get("n_test") or next((m["n_test"] for m in models if m["dataset"] == d),
-                                       None) or next(c["n_test"] for c in cells
-                                                     if c["dataset"] == d)
+        n = _n_test(d, meta, models, cells)
         total = info.get("test_total")
         if total and n < total:
             where = f"evaluated on the first {n} of {total} test images"
-            small.append(f"{d} uses {n} of {total} test images")
         elif total:
             where = f"evaluated on all {total} test images"
         else:
@@ -54,8 +57,6 @@ def setup_lines(meta: dict, models: list[dict], cells: list[dict],
         train = []
         if plan.get("epochs") is not None:
             train.append(f"{plan['epochs']} epoch(s)")
-            if plan["epochs"] < 10:
-                small.append(f"{d} models trained {plan['epochs']} epoch(s)")
         if plan.get("batch_size") is not None:
             train.append(f"batch size {plan['batch_size']}")
         if plan.get("lr") is not None:
@@ -72,8 +73,6 @@ def setup_lines(meta: dict, models: list[dict], cells: list[dict],
            else "")
     lines.append(f"{rep}{len(seen)} repeat index(es) in the store; training seed(s): "
                  f"{', '.join(map(str, seeds))}. Each table row pools repeats × seeds.")
-    if repeats is not None and repeats < 5:
-        small.append(f"{repeats} repeat(s) per cell")
     engines = sorted({c["engine"] for c in cells})
     engine = meta.get("engine") or study.get("engine")
     lines.append("Engine: " + ", ".join(sorted({engine, *engines} if engine else engines)) + ".")
@@ -91,11 +90,52 @@ def setup_lines(meta: dict, models: list[dict], cells: list[dict],
     if not meta:
         lines.append("The store has no study metadata (a partial or hand-made store): "
                      "settings, versions and test-set sizes are unknown.")
-    size = ("This run is small (" + "; ".join(small) + "): " if small else "")
-    lines.append(size + "quick runs (few epochs, a test subset, few repeats) are small — they "
-                 "check the pipeline and show trends; their accuracies and wide confidence "
-                 "intervals are not publication-grade numbers.")
+    lines.append(size_note(meta, models, cells, datasets))
     return lines
+
+
+def small_run_reasons(meta: dict, models: list[dict], cells: list[dict],
+                      datasets: list[str]) -> list[str]:
+    """Why this run's numbers are not publication grade (few epochs, test images, repeats)."""
+    study = meta.get("study") or {}
+    plans = study_datasets(study)
+    out = []
+    for d in datasets:
+        total = ((meta.get("datasets") or {}).get(d) or {}).get("test_total")
+        n = _n_test(d, meta, models, cells)
+        if total and n < total:
+            out.append(f"{d} uses {n} of {total} test images")
+        epochs = (plans.get(d) or {}).get("epochs")
+        if epochs is not None and epochs < 10:
+            out.append(f"{d} models trained {epochs} epoch(s)")
+    repeats = study.get("repeats")
+    if repeats is not None and repeats < 5:
+        out.append(f"{repeats} repeat(s) per cell")
+    return out
+
+
+def size_note(meta: dict, models: list[dict], cells: list[dict], datasets: list[str]) -> str:
+    small = small_run_reasons(meta, models, cells, datasets)
+    size = ("This run is small (" + "; ".join(small) + "): " if small else "")
+    return (size + "quick runs (few epochs, a test subset, few repeats) are small — they "
+            "check the pipeline and show trends; their accuracies and wide confidence "
+            "intervals are not publication-grade numbers.")
+
+
+def mapping_text(preset: dict) -> str:
+    """How a preset maps weights to conductances, e.g. "per-column weight scaling, ω = 1"."""
+    mapping = preset.get("mapping") if isinstance(preset, dict) else None
+    if not isinstance(mapping, dict):
+        return "mapping not recorded"
+    omega = mapping.get("weight_scaling_omega", 1.0)
+    if not omega:
+        text = "no weight scaling (ω = 0)"
+    else:
+        how = "per-column" if mapping.get("weight_scaling_columnwise") else "per-tile"
+        text = f"{how} weight scaling, ω = {omega:g}"
+    exact = ((preset.get("forward") or {}).get("is_perfect")
+             and (preset.get("noise_model") or {}).get("type", "none") == "none")
+    return text + (" (no effect here: exact IO, no device model)" if exact else "")
 
 
 def preset_lines(meta: dict, names: list[str]) -> list[str]:
@@ -106,11 +146,14 @@ def preset_lines(meta: dict, names: list[str]) -> list[str]:
         desc = " ".join(str(p.get("description") or "").split()) or "(no description recorded)"
         src = " ".join(str(p.get("source") or "").split())
         out.append(f"{name}: {desc.rstrip('.')}."
+                   + (f" Mapping: {mapping_text(p)}." if "mapping" in p else "")
                    + (f" Source: {src.rstrip('.')}." if src else ""))
     return out
 
 
-def model_rows(models: list[dict]) -> list[dict]:
+def model_rows(models: list[dict], unlearned: list[Unlearned] = ()) -> list[dict]:
+    """One row per (dataset, arch, BN), seeds pooled; ``unlearned``: seeds that did not learn."""
+    failed = {(u.dataset, u.arch, u.bn, u.seed): u for u in unlearned}
     by: dict[tuple, list[dict]] = defaultdict(list)
     for m in models:
         by[(m["dataset"], m["arch"], m["bn"])].append(m)
@@ -124,16 +167,23 @@ def model_rows(models: list[dict]) -> list[dict]:
                      "digital": summarize(m["digital_accuracy"] for m in ms),
                      "n_test": ms[0]["n_test"],
                      "full_test": sum(full) / len(full) if full else None,
-                     "train_seconds": sum(secs) if secs else None})
+                     "train_seconds": sum(secs) if secs else None,
+                     "unlearned": [failed[k] for m in ms
+                                   if (k := (dataset, arch, bn, m["seed"])) in failed]})
     return rows
 
 
-def convention_lines(groups: list[Group], paper_metrics: list[PaperMetric]) -> list[str]:
+def convention_lines(groups: list[Group], paper_metrics: list[PaperMetric],
+                     learned_factor: float = LEARNED_FACTOR) -> list[str]:
     notes = [
         "Accuracies are in % of the evaluated test images; normalised accuracy = analog "
         "accuracy / digital accuracy of the same trained model on the same images, in %. "
         "± is the 95% confidence interval of the mean (Student t, n − 1 degrees of freedom); "
         "n/a for a single sample.",
+        f"A trained model counts as having learned when its digital accuracy is at least "
+        f"{learned_factor:g}× chance ({100 * min(1.0, learned_factor / 10):.0f}% for 10 classes;"
+        " the study key learned_factor sets the factor). A model below it is left out of every "
+        "answer, verdict, trend, paper metric and figure; its rows in the tables are marked.",
     ]
     if any(g.normalised.n < g.accuracy.n for g in groups):
         notes.append("Some cells have no trained-model row in the store: their normalised "
@@ -153,7 +203,7 @@ def convention_lines(groups: list[Group], paper_metrics: list[PaperMetric]) -> l
 
 VERDICT_METHOD = (
     "Each verdict compares two variants' normalised accuracies: the difference of the means "
-    "(no-BN − BN kept, or BN folded − BN kept) with a Welch 95% confidence interval "
+    "(e.g. no BN − BN kept, or BN folded − BN kept) with a Welch 95% confidence interval "
     "(Welch–Satterthwaite degrees of freedom, Student t quantile). If the whole CI is above 0, "
     "BN kept is worse (or folding helps); below 0, BN kept is better (or folding hurts); "
     "otherwise there is no significant difference. Samples are the cells of each variant "

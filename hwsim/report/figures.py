@@ -1,5 +1,11 @@
 """The report's figures: what each shows (:class:`FigureSpec`, built from the analysis) and
-how it is drawn (:func:`render_png`). The only module of hwsim that imports matplotlib."""
+how it is drawn (:func:`render_png`). The only module of hwsim that imports matplotlib.
+
+* accuracy vs inference time, per (dataset, drifting preset, eta);
+* normalised accuracy vs eta, per (dataset, weight-noise preset, t);
+* the BN gap vs the number of BN layers, per dataset (claim 2);
+* the forest plot: every verdict's difference with its Welch 95% CI, coloured by outcome.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,18 @@ from dataclasses import dataclass
 from typing import Literal
 
 from hwsim.devices import format_time
-from hwsim.report.analysis import BN_FOLDED, BN_KEPT, NO_BN, VARIANTS, Group, bn_gaps, none_first
+from hwsim.report.analysis import (
+    BN_FOLDED,
+    BN_KEPT,
+    BN_RECAL,
+    COMPARISONS,
+    NO_BN,
+    Group,
+    Trend,
+    Verdict,
+    none_first,
+    variant_order,
+)
 from hwsim.stats import Stat
 
 
@@ -31,16 +48,37 @@ class Series:
 
 
 @dataclass(frozen=True)
+class ForestPoint:
+    row: int  # index into FigureSpec.rows
+    diff: float  # percentage points
+    low: float  # NaN: no CI
+    high: float
+    outcome: str
+    tone: str  # "harm" | "benefit" | "none" | "n/a" (Verdict.tone)
+
+
+@dataclass(frozen=True)
+class ForestPanel:
+    """One comparison of a forest plot, e.g. "no BN − BN kept"."""
+
+    title: str
+    points: tuple[ForestPoint, ...]
+
+
+@dataclass(frozen=True)
 class FigureSpec:
     """What a figure shows; :func:`render_png` draws it."""
 
     name: str  # file stem
     title: str
     caption: str
-    kind: Literal["time", "eta", "bn_layers"]
+    kind: Literal["time", "eta", "bn_layers", "forest"]
     xlabel: str
     ylabel: str
-    series: tuple[Series, ...]
+    series: tuple[Series, ...] = ()
+    dataset: str = ""
+    rows: tuple[str, ...] = ()  # forest: one label per row, top to bottom
+    panels: tuple[ForestPanel, ...] = ()  # forest: one per comparison
 
 
 def _slug(*parts: str) -> str:
@@ -66,8 +104,7 @@ def _line_series(gs: list[Group], x_of, stat_of) -> dict[tuple[str, str], Series
             f"{arch} {variant}", tuple(float(x_of(g)) for g in items),
             tuple(v[0] for v in vals), tuple(v[1] for v in vals), tuple(v[2] for v in vals),
             color_key=arch, variant=variant)
-    order = {v: i for i, v in enumerate(VARIANTS)}
-    return dict(sorted(out.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9))))
+    return dict(sorted(out.items(), key=lambda kv: (kv[0][0], variant_order(kv[0][1]))))
 
 
 def time_figures(groups: list[Group]) -> list[FigureSpec]:
@@ -86,7 +123,7 @@ def time_figures(groups: list[Group]) -> list[FigureSpec]:
         for arch, digs in sorted(refs.items()):
             for i, dig in enumerate(sorted(digs)):
                 # one legend entry per arch for its BN and no-BN models' digital accuracy
-                series.append(Series(f"{arch} digital (BN, no-BN)" if i == 0 else "",
+                series.append(Series(f"{arch} digital (BN, no BN)" if i == 0 else "",
                                      (xs[0], xs[-1]), (100 * dig, 100 * dig), color_key=arch,
                                      kind="ref"))
         extra = f", η = {eta:g}" if eta is not None else ""
@@ -98,7 +135,7 @@ def time_figures(groups: list[Group]) -> list[FigureSpec]:
                      "since programming; bands: 95% CI of the mean; thin dash-dot lines: "
                      "digital accuracy."),
             kind="time", xlabel="time since programming (log scale)",
-            ylabel="test accuracy (%)", series=tuple(series)))
+            ylabel="test accuracy (%)", series=tuple(series), dataset=dataset))
     return figs
 
 
@@ -123,39 +160,90 @@ def eta_figures(groups: list[Group], noise_types: dict) -> list[FigureSpec]:
                      f"the weight-noise level of the {preset} preset; bands: 95% CI of the "
                      "mean."),
             kind="eta", xlabel=xlabel, ylabel="normalised accuracy (% of digital)",
-            series=series))
+            series=series, dataset=dataset))
     return figs
 
 
-def bn_layer_figures(groups: list[Group], bn_layers: dict) -> list[FigureSpec]:
+def bn_layer_figures(trends: list[Trend]) -> list[FigureSpec]:
+    """Per dataset: the gap no BN − each BN variant vs the number of BN layers."""
     figs = []
-    for dataset in sorted({g.dataset for g in groups}):
+    for dataset in sorted({t.dataset for t in trends}):
         series = []
-        for label, by_variant in bn_gaps(dataset, groups):
-            for variant, gaps in by_variant.items():
-                points = [(bn_layers[(dataset, arch)], *(100 * v for v in gap), arch)
-                          for arch, gap in sorted(gaps.items()) if (dataset, arch) in bn_layers]
-                if points:
-                    series.append(Series(
-                        f"{label}: no-BN − {variant}", tuple(p[0] for p in points),
-                        tuple(p[1] for p in points), tuple(p[2] for p in points),
-                        tuple(p[3] for p in points), color_key=label, variant=variant,
-                        kind="points", point_labels=tuple(p[4] for p in points)))
-        if series:
-            figs.append(FigureSpec(
-                name=_slug(dataset, "gap-vs-bn-layers"),
-                title=f"{dataset}: BN gap vs number of BN layers",
-                caption=("Gap in normalised accuracy (no-BN minus the BN variant, percentage "
-                         "points) vs the number of BN layers of each architecture's BN model; "
-                         "weight-noise presets use the average over η, other presets their "
-                         "largest inference time. Error bars: Welch 95% CI. Above 0: the BN "
-                         "model loses more."),
-                kind="bn_layers", xlabel="BN layers in the BN model",
-                ylabel="no-BN − BN normalised accuracy (pp)", series=tuple(series)))
+        for t in (t for t in trends if t.dataset == dataset):
+            points = sorted(t.points, key=lambda p: (p.bn_layers, p.arch))
+            series.append(Series(
+                f"{t.condition}: no BN − {t.variant}", tuple(p.bn_layers for p in points),
+                tuple(100 * p.diff for p in points), tuple(100 * p.low for p in points),
+                tuple(100 * p.high for p in points), color_key=t.condition, variant=t.variant,
+                kind="points", point_labels=tuple(p.arch for p in points)))
+        figs.append(FigureSpec(
+            name=_slug(dataset, "gap-vs-bn-layers"),
+            title=f"{dataset}: BN gap vs number of BN layers",
+            caption=("Gap in normalised accuracy (no BN minus the BN variant, percentage "
+                     "points) vs the number of BN layers of each architecture's BN model; "
+                     "weight-noise presets use the average over η, other presets their "
+                     "largest inference time. Error bars: Welch 95% CI. Above 0: the BN "
+                     "model loses more."),
+            kind="bn_layers", xlabel="BN layers in the BN model",
+            ylabel="no BN − BN normalised accuracy (pp)", series=tuple(series),
+            dataset=dataset))
     return figs
 
 
-_STYLE = {NO_BN: ("-", "o"), BN_KEPT: ("--", "s"), BN_FOLDED: (":", "^")}
+def _forest_row(v: Verdict) -> tuple[str, str, str]:
+    if v.paper_metric:
+        cond = "average over η" + (f", t = {format_time(v.t)}" if v.t is not None else "")
+    else:
+        cond = v.condition
+    return (v.arch, v.preset, cond)
+
+
+def forest_figures(verdicts: list[Verdict]) -> list[FigureSpec]:
+    """Per dataset: every verdict's difference and Welch 95% CI, one panel per comparison,
+    one row per (arch, preset, condition), coloured by outcome."""
+    names = [c.name for c in COMPARISONS]
+    figs = []
+    for dataset in sorted({v.dataset for v in verdicts}):
+        mine = sorted((v for v in verdicts if v.dataset == dataset),
+                      key=lambda v: (v.arch, v.preset, v.paper_metric, none_first(v.eta),
+                                     none_first(v.t)))
+        rows = list(dict.fromkeys(_forest_row(v) for v in mine))
+        index = {r: i for i, r in enumerate(rows)}
+        comparisons = sorted({v.comparison for v in mine},
+                             key=lambda c: (names.index(c) if c in names else len(names), c))
+        panels = []
+        for comp in comparisons:
+            vs = [v for v in mine if v.comparison == comp]
+            known = [c for c in COMPARISONS if c.name == comp]
+            sign = (f"\n> 0: {known[0].positive.removesuffix(' beyond the 95% CI')}"
+                    if known else "")
+            panels.append(ForestPanel(vs[0].difference + sign, tuple(
+                ForestPoint(index[_forest_row(v)], 100 * v.diff, 100 * v.low, 100 * v.high,
+                            v.outcome, v.tone) for v in vs)))
+        figs.append(FigureSpec(
+            name=_slug(dataset, "forest"),
+            title=f"{dataset}: every comparison with its 95% CI",
+            caption=("Each row: one architecture, preset and condition; each panel: one "
+                     "difference of mean normalised accuracies (percentage points) with its "
+                     "Welch 95% CI. Red: the BN option under test is worse (BN kept worse "
+                     "than no BN, or folding hurts); blue: it is better; grey: no significant "
+                     "difference (the CI crosses 0); a dot without a bar: too few samples "
+                     "for a CI."),
+            kind="forest", xlabel="difference (pp)", ylabel="",
+            dataset=dataset, rows=tuple(" · ".join(r) for r in rows), panels=tuple(panels)))
+    return figs
+
+
+# line style and marker per variant; variants not listed cycle through the spare ones
+_STYLE = {NO_BN: ("-", "o"), BN_KEPT: ("--", "s"), BN_FOLDED: (":", "^"), BN_RECAL: ("-.", "D")}
+_SPARE_STYLES = (("-", "v"), ("--", "P"), (":", "X"), ("-.", "*"))
+_TONE_COLOURS = {"harm": "#d62728", "benefit": "#1f77b4", "none": "#7f7f7f", "n/a": "#bbbbbb"}
+
+
+def _style(variant: str) -> tuple[str, str]:
+    if variant in _STYLE:
+        return _STYLE[variant]
+    return _SPARE_STYLES[sum(map(ord, variant)) % len(_SPARE_STYLES)]
 
 
 def render_png(spec: FigureSpec, dpi: int = 110) -> bytes:
@@ -167,6 +255,8 @@ def render_png(spec: FigureSpec, dpi: int = 110) -> bytes:
     from matplotlib.figure import Figure
     from matplotlib.ticker import FixedLocator, NullLocator
 
+    if spec.kind == "forest":
+        return _render_forest(spec, dpi)
     fig = Figure(figsize=(8.5, 4.8), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -177,7 +267,7 @@ def render_png(spec: FigureSpec, dpi: int = 110) -> bytes:
     labelled: set[tuple[float, str]] = set()  # name each point once (kept/folded overlap)
     for s in spec.series:
         color = colors[s.color_key]
-        ls, marker = _STYLE.get(s.variant, ("-", "D"))
+        ls, marker = _style(s.variant)
         if s.kind == "ref":
             ax.plot(s.x, s.y, color=color, lw=1, ls="-.", alpha=0.6,
                     label=s.label or "_nolegend_")
@@ -230,3 +320,46 @@ def render_png(spec: FigureSpec, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
+
+
+def _render_forest(spec: FigureSpec, dpi: int) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    n = len(spec.rows)
+    width = 4.0 + 3.6 * len(spec.panels)
+    fig = Figure(figsize=(width, 1.6 + 0.24 * n), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(spec.panels), sharey=True, squeeze=False)[0]
+    # a light line between the blocks of rows of one (arch, preset)
+    blocks = [i for i in range(1, n)
+              if spec.rows[i].rsplit(" · ", 1)[0] != spec.rows[i - 1].rsplit(" · ", 1)[0]]
+    seen: dict[str, str] = {}  # outcome -> tone, for the legend
+    for ax, panel in zip(axes, spec.panels):
+        ax.axvline(0, color="0.3", lw=0.8)
+        for b in blocks:
+            ax.axhline(b - 0.5, color="0.85", lw=0.8)
+        for p in panel.points:
+            colour = _TONE_COLOURS.get(p.tone, "#7f7f7f")
+            if not math.isnan(p.low):
+                ax.plot([p.low, p.high], [p.row, p.row], color=colour, lw=2.2,
+                        solid_capstyle="butt")
+            ax.plot([p.diff], [p.row], "o", color=colour, ms=5)
+            seen.setdefault(p.outcome, p.tone)
+        ax.set_title(panel.title, fontsize=10)
+        ax.set_xlabel("difference (pp)")
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.margins(x=0.08)
+    axes[0].set_yticks(range(n))
+    axes[0].set_yticklabels(spec.rows, fontsize=8)
+    axes[0].set_ylim(n - 0.5, -0.5)  # first row on top
+    order = {"harm": 0, "benefit": 1, "none": 2, "n/a": 3}
+    handles = [Line2D([], [], color=_TONE_COLOURS.get(t, "#7f7f7f"), marker="o", lw=2.2,
+                      label=o) for o, t in sorted(seen.items(), key=lambda kv: order[kv[1]])]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 3),
+               fontsize=8, frameon=False)
+    fig.suptitle(spec.title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()

@@ -11,19 +11,22 @@ from hwsim.report.analysis import (
     BN_KEPT,
     NO_BN,
     PAPER_CITATION,
-    VARIANTS,
     PaperMetric,
     Verdict,
     none_first,
+    variant_order,
 )
+from hwsim.report.answers import exclusion_text
 from hwsim.report.build import Report
 from hwsim.report.context import VERDICT_METHOD, format_seconds
 from hwsim.report.render import (
     Block,
     BulletList,
+    Details,
     Document,
     Figure,
     Heading,
+    Notice,
     Paragraph,
     Table,
 )
@@ -55,78 +58,110 @@ def _table(headers, rows) -> Table:
     return Table(tuple(headers), tuple(tuple(r) for r in rows))
 
 
+def _answers(report: Report, dataset: str) -> list[Block]:
+    b: list[Block] = [Heading(2, f"Answers: {dataset}")]
+    unlearned = [u for u in report.unlearned if u.dataset == dataset]
+    if unlearned:
+        b.append(Notice(exclusion_text(unlearned), lead="Left out:"))
+    answers = report.answers.get(dataset) or []
+    for a in answers:
+        b.append(Paragraph(a.answer, lead=a.question))
+        if a.details:
+            b.append(BulletList(a.details))
+        b += [Figure(f) for f in a.figures]
+    if not answers:
+        b.append(Paragraph("No question can be answered: no two variants were measured under "
+                           "the same conditions by models that learned."))
+    forest = [f for f in report.figures if f.kind == "forest" and f.dataset == dataset]
+    if forest:
+        b.append(Heading(3, "Every comparison at a glance"))
+        b += [Figure(f) for f in forest]
+    return b
+
+
+def _model_table(models: list[dict]) -> Table:
+    rows = []
+    for m in models:
+        learned = "yes" if not m["unlearned"] else "no: " + "; ".join(
+            f"seed {u.seed} at {pct(u.accuracy)}% < {pct(u.threshold)}%" for u in m["unlearned"])
+        rows.append([m["arch"], m["bn"], ", ".join(map(str, m["seeds"])), str(m["bn_layers"]),
+                     pct_ci(m["digital"]) if m["digital"].n > 1 else pct(m["digital"].mean),
+                     learned, pct(m["full_test"]),
+                     format_seconds(m["train_seconds"]) if m["train_seconds"] else "—"])
+    return _table(["arch", "BN", "seeds", "BN layers", "digital acc. (%) on evaluated images",
+                   "learned", "full test acc. (%)", "training time"], rows)
+
+
+def _paper_metric_table(metrics: list[PaperMetric]) -> Table:
+    variants = sorted({p.variant for p in metrics}, key=variant_order)
+    by: dict[tuple, dict[str, PaperMetric]] = defaultdict(dict)
+    for p in metrics:
+        by[(p.dataset, p.arch, p.preset, p.t)][p.variant] = p
+    gap = NO_BN in variants and BN_KEPT in variants
+    rows = []
+    for (dataset, arch, preset, t), vs in sorted(
+            by.items(), key=lambda kv: (kv[0][:3], none_first(kv[0][3]))):
+        etas = sorted({e for p in vs.values() for e in p.etas})
+        cond = ", ".join(f"{e:g}" for e in etas) + (
+            f" (t = {format_time(t)})" if t is not None else "")
+        paper = {v: vs[v].paper for v in vs}
+        row = [dataset, arch, preset, cond, *(pct(vs[v].value) if v in vs else "—"
+                                              for v in variants)]
+        if gap:
+            row.append(pp(vs[NO_BN].value - vs[BN_KEPT].value)
+                       if NO_BN in vs and BN_KEPT in vs else "n/a")
+        row += [f"{paper[v]:.2f}" if paper.get(v) is not None else "—" for v in (NO_BN, BN_KEPT)]
+        rows.append(row)
+    return _table(["dataset", "arch", "preset", "η levels", *(f"{v} (%)" for v in variants),
+                   *(["no BN − BN kept (pp)"] if gap else []), "paper no BN (%)",
+                   "paper BN (%)"], rows)
+
+
 def report_document(report: Report) -> Document:
-    """The report as a document of typed blocks, in reading order."""
-    b: list[Block] = [Heading(1, report.title), Paragraph(f"Results store: {report.store_path}")]
+    """The report as a document of typed blocks, in reading order: the answers first, then
+    setup and conventions, the paper's metric, the figures, and an appendix of tables."""
+    b: list[Block] = [Heading(1, report.title)]
+    about = f"Study {report.study}. " if report.study else ""
+    b.append(Paragraph(f"{about}Results store: {report.store_path}"))
+    if report.small_run:
+        b.append(Notice("; ".join(report.small_run) + ". It checks the pipeline and shows "
+                        "trends; its accuracies and wide CIs are not publication-grade.",
+                        lead="Small run:"))
+    for d in report.datasets:
+        b += _answers(report, d)
+
     b += [Heading(2, "Setup"), BulletList(tuple(report.setup))]
     if report.presets:
         b += [Heading(3, "Device presets"), BulletList(tuple(report.presets))]
-    b += [Heading(2, "Conventions"), BulletList(tuple(report.notes))]
-
-    b.append(Heading(2, "Summary"))
-    for d in report.datasets:
-        b += [Heading(3, d),
-              BulletList(tuple(report.summaries.get(d) or ["No comparisons possible."]))]
+    if report.models:
+        b += [Heading(3, "Trained models"), _model_table(report.models)]
+    b += [Heading(2, "Conventions"), BulletList(tuple(report.notes)), Paragraph(VERDICT_METHOD)]
 
     if report.paper_metrics:
         b += [Heading(2, "Average normalised accuracy over η (the paper's metric)"),
               Paragraph(f"Published figures: {PAPER_CITATION}. The paper's noise-level grid "
-                        "may differ from this run's η levels.")]
-        by: dict[tuple, dict[str, PaperMetric]] = defaultdict(dict)
-        for p in report.paper_metrics:
-            by[(p.dataset, p.arch, p.preset, p.t)][p.variant] = p
-        rows = []
-        for (dataset, arch, preset, t), vs in sorted(
-                by.items(), key=lambda kv: (kv[0][:3], none_first(kv[0][3]))):
-            etas = sorted({e for p in vs.values() for e in p.etas})
-            no, kept, fold = (vs.get(v) for v in VARIANTS)
-            gap = (no.value - kept.value) if no and kept else math.nan
-            paper = {v: vs[v].paper for v in vs}
-            cond = ", ".join(f"{e:g}" for e in etas) + (
-                f" (t = {format_time(t)})" if t is not None else "")
-            rows.append([dataset, arch, preset, cond,
-                         *(pct(p.value) if p else "—" for p in (no, kept, fold)),
-                         pp(gap),
-                         *(f"{paper[v]:.2f}" if paper.get(v) is not None else "—"
-                           for v in (NO_BN, BN_KEPT))])
-        b.append(_table(["dataset", "arch", "preset", "η levels", "no-BN (%)",
-                         "BN kept (%)", "BN folded (%)", "no-BN − BN kept (pp)",
-                         "paper no-BN (%)", "paper BN (%)"], rows))
+                        "may differ from this run's η levels."),
+              _paper_metric_table(report.paper_metrics)]
 
-    b += [Heading(2, "Verdicts"), Paragraph(VERDICT_METHOD)]
+    curves = [f for f in report.figures if f.kind in ("time", "eta")]
+    if curves:
+        b.append(Heading(2, "Accuracy vs time and vs noise"))
+        b += [Figure(f) for f in curves]
+
+    b.append(Heading(2, "Appendix: tables"))
     if report.verdicts:
-        rows = [[v.dataset, v.arch, v.preset, v.condition,
-                 "no-BN − BN kept" if v.comparison != "folding" else "BN folded − BN kept",
-                 pp(v.diff), ci_text(v), f"{v.n[0]} / {v.n[1]}", v.outcome]
-                for v in report.verdicts]
-        b.append(_table(["dataset", "arch", "preset", "condition", "difference",
-                         "value (pp)", "95% CI (pp)", "n", "verdict"], rows))
+        rows = [[v.dataset, v.arch, v.preset, v.condition, v.difference, pp(v.diff),
+                 ci_text(v), f"{v.n[0]} / {v.n[1]}", v.outcome] for v in report.verdicts]
+        b.append(Details(f"All {len(rows)} verdicts", (_table(
+            ["dataset", "arch", "preset", "condition", "difference", "value (pp)",
+             "95% CI (pp)", "n", "verdict"], rows),)))
     else:
         b.append(Paragraph("No pair of variants was measured under the same conditions."))
-
-    b.append(Heading(2, "Results by dataset"))
     for d in report.datasets:
-        b.append(Heading(3, d))
-        models = [m for m in report.models if m["dataset"] == d]
-        if models:
-            b.append(_table(["arch", "BN", "seeds", "BN layers",
-                             "digital acc. (%) on evaluated images", "full test acc. (%)",
-                             "training time"],
-                            [[m["arch"], m["bn"], ", ".join(map(str, m["seeds"])),
-                              str(m["bn_layers"]),
-                              pct_ci(m["digital"]) if m["digital"].n > 1
-                              else pct(m["digital"].mean),
-                              pct(m["full_test"]),
-                              format_seconds(m["train_seconds"]) if m["train_seconds"] else "—"]
-                             for m in models]))
-        rows = [[g.arch, g.variant, g.preset, g.condition, str(g.accuracy.n), pct(g.digital),
-                 pct_ci(g.accuracy), pct_ci(g.normalised)]
-                for g in report.groups if g.dataset == d]
-        b.append(_table(["arch", "variant", "preset", "condition", "n",
-                         "digital acc. (%)", "analog acc. (%) ± 95% CI",
-                         "normalised acc. (%) ± 95% CI"], rows))
-
-    if report.figures:
-        b.append(Heading(2, "Figures"))
-        b += [Figure(f) for f in report.figures]
+        rows = [[g.arch, g.variant if g.learned else f"{g.variant} (did not learn)", g.preset,
+                 g.condition, str(g.accuracy.n), pct(g.digital), pct_ci(g.accuracy),
+                 pct_ci(g.normalised)] for g in report.groups if g.dataset == d]
+        b.append(Details(f"Results on {d}: every cell group ({len(rows)} rows)", (_table(
+            ["arch", "variant", "preset", "condition", "n", "digital acc. (%)",
+             "analog acc. (%) ± 95% CI", "normalised acc. (%) ± 95% CI"], rows),)))
     return Document(report.title, tuple(b))

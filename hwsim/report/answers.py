@@ -1,0 +1,268 @@
+"""The answers at the top of the report: for each dataset, one short answer per question the
+study asks, each from the verdicts, trends and paper metrics of :mod:`hwsim.report.analysis`.
+
+The questions are an ordered tuple of builders (:data:`ANSWER_BUILDERS`); a builder reads the
+:class:`Findings` of one dataset and returns an :class:`Answer`, or None when the study does
+not measure what it asks. A new question (e.g. a remedy) is one more builder in the tuple.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hwsim.devices import format_time
+from hwsim.report.analysis import (
+    BN_BETTER,
+    BN_KEPT,
+    BN_WORSE,
+    CLAIM_1,
+    FOLD_HELPS,
+    FOLD_HURTS,
+    FOLDING,
+    MIN_ARCHS_FOR_TREND,
+    NO_BN,
+    NO_DIFFERENCE,
+    PAPER_RESULTS,
+    TOO_FEW,
+    PaperMetric,
+    Trend,
+    Unlearned,
+    Verdict,
+    count_outcomes,
+    none_first,
+    variant_order,
+)
+from hwsim.report.context import mapping_text
+from hwsim.report.figures import FigureSpec
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One question and its answer: a headline, supporting lines and figures."""
+
+    question: str
+    answer: str
+    details: tuple[str, ...] = ()
+    figures: tuple[FigureSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What the answer builders read, for one dataset (unlearned models already left out)."""
+
+    dataset: str
+    verdicts: list[Verdict]
+    paper_metrics: list[PaperMetric]
+    trends: list[Trend]
+    presets: dict[str, dict]  # resolved presets by name, as recorded in the store
+    noise_types: dict[str, str | None]
+    figures: list[FigureSpec] = field(default_factory=list)  # this dataset's figures
+
+
+# ------------------------------------------------------------------ formatting
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def _pp(v: float) -> str:
+    return f"{100 * v:+.1f} pp"
+
+
+def _counts(verdicts: list[Verdict], outcomes: tuple[tuple[str, str], ...]) -> str:
+    """"worse in 3, better in 0, no significant difference in 2 (too few samples in 1)"."""
+    counts = count_outcomes(verdicts)
+    parts = [f"{text} in {counts.get(o, 0)}" for o, text in outcomes]
+    if counts.get(TOO_FEW):
+        parts.append(f"too few samples for a CI in {counts[TOO_FEW]}")
+    return ", ".join(parts)
+
+
+def _word(verdicts: list[Verdict], yes: str, no: str, opposite: str) -> str:
+    """A one-word summary of the outcome counts; the counts always follow it."""
+    counts = count_outcomes(verdicts)
+    n, y, o = len(verdicts), counts.get(yes, 0), counts.get(no, 0)
+    if counts.get(TOO_FEW, 0) == n:
+        return "Undecided"
+    if y and not o:
+        return "Yes" if 2 * y >= n else "In some conditions"
+    if o and not y:
+        return opposite
+    if not y and not o:
+        return "No significant difference"
+    return "Mixed"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _differ_only_in_mapping(a: dict, b: dict) -> bool:
+    ignore = {"name", "description", "source", "path", "mapping"}
+    rest = [{k: v for k, v in p.items() if k not in ignore} for p in (a, b)]
+    return rest[0] == rest[1] and a.get("mapping") != b.get("mapping")
+
+
+# ------------------------------------------------------------------ the questions
+
+
+def answer_bn_hurts(f: Findings) -> Answer | None:
+    """Claim 1: BN makes a model less robust to noise (BN kept vs no BN)."""
+    question = "Claim 1 — does BatchNorm hurt noise resistance?"
+    single = [v for v in f.verdicts if v.comparison == CLAIM_1.name and not v.paper_metric]
+    if not single:
+        return None
+    word = _word(single, BN_WORSE, BN_BETTER, "No — BN kept is more robust")
+    answer = (f"{word}: BN kept is worse than no BN beyond the 95% CI in "
+              f"{sum(v.outcome == BN_WORSE for v in single)} of "
+              f"{_plural(len(single), 'comparison')} (architecture × preset × noise level), "
+              + _counts(single, ((BN_BETTER, "better"),
+                                 (NO_DIFFERENCE, "no significant difference"))) + ".")
+    details = []
+    presets = sorted({v.preset for v in single})
+    if len(presets) > 1:
+        for p in presets:
+            mine = [v for v in single if v.preset == p]
+            details.append(f"{p}: worse in {sum(v.outcome == BN_WORSE for v in mine)} of "
+                           f"{len(mine)}, " + _counts(mine, ((BN_BETTER, "better"), (
+                               NO_DIFFERENCE, "no significant difference"))) + ".")
+    details += _paper_metric_lines(f)
+    return Answer(question, answer, tuple(details))
+
+
+def _paper_metric_lines(f: Findings) -> list[str]:
+    """The paper's metric per (arch, preset, t), its verdict, and the published figures."""
+    by: dict[tuple, dict[str, PaperMetric]] = {}
+    for p in f.paper_metrics:
+        by.setdefault((p.arch, p.preset, p.t), {})[p.variant] = p
+    averages = {(v.arch, v.preset, v.t): v for v in f.verdicts
+                if v.paper_metric and v.comparison == CLAIM_1.name}
+    lines = []
+    for (arch, preset, t), vs in sorted(by.items(), key=lambda kv: (kv[0][:2],
+                                                                     none_first(kv[0][2]))):
+        at = f", t = {format_time(t)}" if t is not None else ""
+        values = ", ".join(f"{v} {_pct(vs[v].value)}" for v in sorted(vs, key=variant_order))
+        line = f"Paper's metric, {arch} on {preset}{at} (average over η): {values}"
+        verdict = averages.get((arch, preset, t))
+        if verdict is not None:
+            ci = ("" if math.isnan(verdict.low) else
+                  f", 95% CI [{100 * verdict.low:+.1f}, {100 * verdict.high:+.1f}] pp")
+            line += f"; no BN − BN kept {_pp(verdict.diff)}{ci}: {verdict.outcome}"
+        lines.append(line + ".")
+    if lines:
+        published = []
+        for (dataset, arch, noise), values in PAPER_RESULTS.items():
+            published.append(f"{arch} on {dataset} ({noise} noise): no BN "
+                             f"{values[NO_BN]:.2f}%, BN {values[BN_KEPT]:.2f}% "
+                             f"({values[NO_BN] - values[BN_KEPT]:+.1f} pp)")
+        lines.append("Published (Fagbohungbe & Qian 2022): " + "; ".join(published)
+                     + ". Their noise grid differs from this study's η: compare directions, "
+                     "not values.")
+    return lines
+
+
+def answer_bn_layers(f: Findings) -> Answer | None:
+    """Claim 2: the more BN layers, the larger the harm (trend of the BN-kept gap)."""
+    question = "Claim 2 — does the harm grow with the number of BN layers?"
+    kept = [t for t in f.trends if t.variant == BN_KEPT]
+    if not kept:
+        return None
+    figures = tuple(fig for fig in f.figures if fig.kind == "bn_layers")
+    decided = [t for t in kept if t.rho is not None]
+    if not decided:
+        archs = sorted({p.arch for t in kept for p in t.points})
+        answer = (f"Not answered: {kept[0].reason}. The trend needs at least "
+                  f"{MIN_ARCHS_FOR_TREND} architectures with different numbers of BN layers "
+                  f"whose BN and no-BN models both learned; this study has {len(archs)} ("
+                  + ", ".join(archs) + ").")
+        return Answer(question, answer, (), figures)
+    grows = sum(t.direction == "grows" for t in decided)
+    shrinks = sum(t.direction == "shrinks" for t in decided)
+    word = ("Yes" if grows == len(decided) else "No" if shrinks == len(decided)
+            else "Mixed")
+    answer = (f"{word}: the gap no BN − BN kept grows with the number of BN layers under "
+              f"{grows} of {_plural(len(decided), 'condition')} and shrinks under {shrinks} "
+              "(Spearman ρ across architectures; a trend over few models, not a "
+              "significance test).")
+    details = []
+    for t in kept:
+        points = ", ".join(f"{p.arch} ({p.bn_layers} BN layers) {_pp(p.diff)}"
+                           for p in sorted(t.points, key=lambda p: (p.bn_layers, p.arch)))
+        head = f"ρ = {t.rho:+.2f}" if t.rho is not None else t.reason
+        details.append(f"{t.condition}: {head} — {points}.")
+    return Answer(question, answer, tuple(details), figures)
+
+
+def answer_folding(f: Findings) -> Answer | None:
+    """Does folding BN into the weights (BN folded vs BN kept) help?"""
+    question = "Folding — does folding BN into the conv weights help?"
+    single = [v for v in f.verdicts if v.comparison == FOLDING.name and not v.paper_metric]
+    if not single:
+        return None
+    word = _word(single, FOLD_HELPS, FOLD_HURTS, "No — folding hurts")
+    answer = (f"{word}: BN folded is more robust than BN kept beyond the 95% CI in "
+              f"{sum(v.outcome == FOLD_HELPS for v in single)} of "
+              f"{_plural(len(single), 'comparison')}, "
+              + _counts(single, ((FOLD_HURTS, "less robust"),
+                                 (NO_DIFFERENCE, "no significant difference"))) + ".")
+    details = []
+    for p in sorted({v.preset for v in single}):
+        mine = [v for v in single if v.preset == p]
+        details.append(f"{p} ({mapping_text(f.presets.get(p) or {})}): "
+                       + _counts(mine, ((FOLD_HELPS, "folding helps"),
+                                        (FOLD_HURTS, "hurts"),
+                                        (NO_DIFFERENCE, "no significant difference")))
+                       + f" of {len(mine)}.")
+    details += mapping_sentences(single, f.presets)
+    return Answer(question, answer, tuple(details))
+
+
+def mapping_sentences(verdicts: list[Verdict], presets: dict[str, dict]) -> list[str]:
+    """For each two presets that differ only in their mapping: does the verdict change?"""
+    names = sorted({v.preset for v in verdicts} & set(presets))
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if not _differ_only_in_mapping(presets[a], presets[b]):
+                continue
+            by = {p: {(v.arch, v.eta, v.t): v.outcome for v in verdicts if v.preset == p}
+                  for p in (a, b)}
+            common = sorted(set(by[a]) & set(by[b]),
+                            key=lambda k: (k[0], none_first(k[1]), none_first(k[2])))
+            if not common:
+                continue
+            changed = sum(by[a][k] != by[b][k] for k in common)
+            head = (f"{a} ({mapping_text(presets[a])}) and {b} ({mapping_text(presets[b])}) "
+                    "differ only in their mapping: ")
+            if changed:
+                out.append(head + f"the folding verdict changes in {changed} of "
+                           f"{_plural(len(common), 'matched comparison')}.")
+            else:
+                out.append(head + "the folding verdict is the same in all "
+                           f"{_plural(len(common), 'matched comparison')}.")
+    return out
+
+
+AnswerBuilder = Callable[[Findings], "Answer | None"]
+
+# The questions, in reading order. A remedy (issue 9) adds its builder at the end.
+ANSWER_BUILDERS: tuple[AnswerBuilder, ...] = (answer_bn_hurts, answer_bn_layers, answer_folding)
+
+
+def build_answers(findings: Findings) -> list[Answer]:
+    return [a for build in ANSWER_BUILDERS if (a := build(findings)) is not None]
+
+
+def exclusion_text(unlearned: list[Unlearned]) -> str:
+    """The notice that names every model left out, with its accuracy and the threshold."""
+    models = "; ".join(f"{u.label}: digital accuracy {_pct(u.accuracy)}, below the "
+                       f"{_pct(u.threshold)} needed ({u.factor:g}× chance for "
+                       f"{u.num_classes} classes)" for u in unlearned)
+    return (f"{_plural(len(unlearned), 'model')} did not learn and "
+            f"{'is' if len(unlearned) == 1 else 'are'} left out of every answer, verdict, "
+            f"trend and paper metric — {models}. A model at chance loses nothing to noise, so "
+            "its normalised accuracy would look perfectly robust. Its rows in the appendix "
+            "tables are marked 'did not learn'; the threshold is the study's learned_factor.")
