@@ -24,7 +24,7 @@ from hwsim.report import (
     write_report,
 )
 from hwsim.report.answers import mapping_sentences
-from hwsim.report.render import Details, Figure, Heading, Notice, Paragraph
+from hwsim.report.render import Details, Figure, Heading, Notice
 from hwsim.store import STORE_NAME, ModelKey, Store
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -65,8 +65,8 @@ def test_answers_come_first_then_setup_then_the_appendix(report):
     assert headings[1] == "Answers: cifar10"
     assert headings.index("Answers: cifar10") < headings.index("Setup") < headings.index(
         "Conventions") < headings.index("Appendix: tables")
-    questions = [b.lead for b in blocks if isinstance(b, Paragraph) and b.lead]
-    assert [q.split(" — ")[0] for q in questions] == ["Claim 1", "Claim 2", "Folding"]
+    answers = headings[2:headings.index("Every comparison at a glance")]
+    assert [q.split(" — ")[0] for q in answers] == ["Claim 1", "Claim 2", "Folding"]
     # the forest plot sits with the answers, before the setup; the verdict table is collapsed
     setup = next(i for i, b in enumerate(blocks) if isinstance(b, Heading) and b.text == "Setup")
     kinds = [(i, b.spec.kind) for i, b in enumerate(blocks) if isinstance(b, Figure)]
@@ -109,25 +109,37 @@ def test_claim_1_gives_the_verdict_counts_and_the_paper_metric_beside_the_publis
     worse, better, same = (sum(v.outcome == o for v in single)
                            for o in (BN_WORSE, BN_BETTER, NO_DIFFERENCE))
     assert worse + better + same == len(single) == 3 * (len(ETAS) + len(TIMES))
-    assert a.answer == (f"Yes: BN kept is worse than no BN beyond the 95% CI in {worse} of "
+    assert a.short == "Yes"
+    assert a.answer == (f"BN kept is worse than no BN beyond the 95% CI in {worse} of "
                         f"{len(single)} comparisons (architecture × preset × noise level), "
                         f"better in {better}, no significant difference in {same}.")
-    (r44,) = [d for d in a.details if d.startswith("Paper's metric, resnet44 on gaussian")]
-    assert "no BN − BN kept +27.6 pp" in r44 and BN_WORSE in r44
-    (published,) = [d for d in a.details if d.startswith("Published")]
+    (table,) = a.tables
+    assert table.headers == ("arch", "preset", "η levels", "no BN (%)", "BN kept (%)",
+                             "BN folded (%)", "no BN − BN kept (pp)", "95% CI (pp)", "verdict",
+                             "paper no BN (%)", "paper BN (%)")
+    rows = {r[:2]: r for r in table.rows}
+    assert set(rows) == {(arch, "gaussian") for arch in BN_LAYERS}
+    (m,) = [p for p in report.paper_metrics if (p.arch, p.variant) == ("resnet44", "BN kept")]
+    assert rows[("resnet44", "gaussian")][4] == f"{100 * m.value:.1f}"
+    assert rows[("resnet44", "gaussian")][6:] == ("+27.6", rows[("resnet44", "gaussian")][7],
+                                                  BN_WORSE, "91.95", "41.32")
+    assert rows[("resnet20", "gaussian")][-2:] == ("—", "—")
+    (published,) = [d for d in a.details if d.startswith("The paper's metric")]
     assert "no BN 91.95%, BN 41.32%" in published and "no BN 93.80%, BN 10.75%" in published
 
 
 def test_claim_2_gives_the_trend_and_its_figure(report, tmp_path):
     a = _answer(report, "cifar10", "Claim 2")
-    assert a.answer.startswith("Yes: the gap no BN − BN kept grows with the number of BN "
-                               "layers under 2 of 2 conditions")
+    assert a.short == "Yes"
+    assert a.answer.startswith("The gap no BN − BN kept grows with the number of BN layers "
+                               "under 2 of 2 conditions")
     assert any(d.startswith("gaussian, average over η: ρ = +1.00 — vgg16 (13 BN layers)")
                for d in a.details)
     assert [f.kind for f in a.figures] == ["bn_layers"]
     two = _build(make_store(tmp_path / "two", archs=("resnet44", "vgg16")))
-    assert _answer(two, "cifar10", "Claim 2").answer.startswith(
-        "Not answered: not enough architectures (2 < 3).")
+    a = _answer(two, "cifar10", "Claim 2")
+    assert a.short == "Not answered"
+    assert a.answer.startswith("Not enough architectures (2 < 3). The trend needs at least 3")
 
 
 def test_a_model_that_did_not_learn_is_named_in_the_answers_and_marked_in_the_tables(tmp_path):
@@ -139,7 +151,8 @@ def test_a_model_that_did_not_learn_is_named_in_the_answers_and_marked_in_the_ta
     text = notices[0].text
     assert ("vgg16 without BN (seed 0): digital accuracy 10.0%, below the 20.0% needed "
             "(2× chance for 10 classes)") in text
-    first_answer = next(i for i, b in enumerate(blocks) if isinstance(b, Paragraph) and b.lead)
+    first_answer = next(i for i, b in enumerate(blocks) if isinstance(b, Heading)
+                        and b.text.startswith("Claim 1"))
     assert blocks.index(notices[0]) < first_answer  # above the answers, not in a footnote
     md = write_report(run, ("md",))[0].read_text()
     rows = _md_rows(md)
@@ -151,8 +164,9 @@ def test_a_model_that_did_not_learn_is_named_in_the_answers_and_marked_in_the_ta
     assert ["vgg16", "no-bn", "0", "0", "10.0", "no: seed 0 at 10.0% < 20.0%"] in [
         r[:6] for r in rows]
     claim1 = _answer(report, "cifar10", "Claim 1")
-    (vgg,) = [d for d in claim1.details if d.startswith("Paper's metric, vgg16")]
-    assert "no BN" not in vgg and "BN kept" in vgg  # its BN model learned
+    (vgg,) = [r for r in claim1.tables[0].rows if r[0] == "vgg16"]
+    assert vgg[3] == "—" and vgg[4] != "—"  # no paper metric for no BN; its BN model learned
+    assert vgg[6:9] == ("—", "—", "—")  # and no verdict
 
 
 # ------------------------------------------------------------------ mapping (folding)
@@ -165,8 +179,8 @@ def test_folding_answer_shows_each_presets_mapping_and_whether_the_verdict_chang
     assert any(d.startswith("pcm (per-tile weight scaling, ω = 1): ") for d in a.details)
     assert any(d.startswith("pcm-column (per-column weight scaling, ω = 1): ")
                for d in a.details)
-    assert any(d.startswith("gaussian (per-tile weight scaling, ω = 1 (no effect here: exact "
-                            "IO, no device model)): ") for d in a.details)
+    assert any(d.startswith("gaussian (per-tile weight scaling, ω = 1; no effect here: exact "
+                            "IO, no device model): ") for d in a.details)
     fold = {(v.preset, v.arch, v.t): v.outcome for v in report.verdicts
             if v.comparison == "folding" and not v.paper_metric and v.preset.startswith("pcm")}
     keys = {(arch, t) for _, arch, t in fold}
@@ -235,10 +249,10 @@ def test_every_cell_group_appears_in_the_tables(run_dir, report):
 
 def test_paper_table_cites_published_figures_only_where_the_paper_has_them(run_dir):
     text = write_report(run_dir, ("md",))[0].read_text()
-    rows = {(r[1], r[2]): r for r in _md_rows(text) if len(r) == 10 and r[0] == "cifar10"}
-    assert rows[("resnet44", "gaussian")][8:] == ["91.95", "41.32"]
-    assert rows[("vgg16", "gaussian")][8:] == ["93.80", "10.75"]
-    assert rows[("resnet20", "gaussian")][8:] == ["—", "—"]
+    rows = {(r[0], r[1]): r for r in _md_rows(text) if len(r) == 11}
+    assert rows[("resnet44", "gaussian")][9:] == ["91.95", "41.32"]
+    assert rows[("vgg16", "gaussian")][9:] == ["93.80", "10.75"]
+    assert rows[("resnet20", "gaussian")][9:] == ["—", "—"]
     assert "Fagbohungbe" in text and "may differ from this run's η levels" in text
 
 
@@ -316,8 +330,8 @@ def test_store_without_meta_still_reports(tmp_path):
     assert "no study metadata" in md
     assert "Undecided" in md and "not enough samples for a CI" in md  # one repeat: no CI
     # without the preset metadata the noise type is unknown: no published figure is cited
-    rows = [r for r in _md_rows(md) if len(r) == 10 and r[1] == "vgg16"]
-    assert rows and rows[0][8:] == ["—", "—"]
+    assert "| arch | preset | η levels | no BN (%) | BN kept (%) | BN folded (%) | no BN − BN " \
+           "kept (pp) | 95% CI (pp) | verdict |\n" in md
 
 
 def test_folding_hurts_is_counted(tmp_path):
@@ -325,6 +339,7 @@ def test_folding_hurts_is_counted(tmp_path):
     a = _answer(report, "cifar10", "Folding")
     helps = sum(v.outcome == FOLD_HELPS for v in report.verdicts
                 if v.comparison == "folding" and not v.paper_metric)
-    assert a.answer.startswith(f"Yes: BN folded is more robust than BN kept beyond the 95% CI "
+    assert a.short == "Yes"
+    assert a.answer.startswith(f"BN folded is more robust than BN kept beyond the 95% CI "
                                f"in {helps} of 15 comparisons, less robust in 0")
     assert FOLD_HURTS not in {v.outcome for v in report.verdicts}

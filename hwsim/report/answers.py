@@ -39,12 +39,21 @@ from hwsim.report.figures import FigureSpec
 
 
 @dataclass(frozen=True)
+class AnswerTable:
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
 class Answer:
-    """One question and its answer: a headline, supporting lines and figures."""
+    """One question and its answer: a short verdict ("Yes", "Mixed", "Not answered"...), the
+    sentence that gives its numbers, then supporting lines, tables and figures."""
 
     question: str
+    short: str
     answer: str
     details: tuple[str, ...] = ()
+    tables: tuple[AnswerTable, ...] = ()
     figures: tuple[FigureSpec, ...] = ()
 
 
@@ -113,10 +122,13 @@ def answer_bn_hurts(f: Findings) -> Answer | None:
     """Claim 1: BN makes a model less robust to noise (BN kept vs no BN)."""
     question = "Claim 1 — does BatchNorm hurt noise resistance?"
     single = [v for v in f.verdicts if v.comparison == CLAIM_1.name and not v.paper_metric]
+    table = paper_metric_table(f)
     if not single:
-        return None
+        return None if table is None else Answer(
+            question, "Not measured", "No BN-kept and no-BN models that learned were measured "
+            "under the same conditions.", tables=(table,))
     word = _word(single, BN_WORSE, BN_BETTER, "No — BN kept is more robust")
-    answer = (f"{word}: BN kept is worse than no BN beyond the 95% CI in "
+    answer = ("BN kept is worse than no BN beyond the 95% CI in "
               f"{sum(v.outcome == BN_WORSE for v in single)} of "
               f"{_plural(len(single), 'comparison')} (architecture × preset × noise level), "
               + _counts(single, ((BN_BETTER, "better"),
@@ -129,39 +141,55 @@ def answer_bn_hurts(f: Findings) -> Answer | None:
             details.append(f"{p}: worse in {sum(v.outcome == BN_WORSE for v in mine)} of "
                            f"{len(mine)}, " + _counts(mine, ((BN_BETTER, "better"), (
                                NO_DIFFERENCE, "no significant difference"))) + ".")
-    details += _paper_metric_lines(f)
-    return Answer(question, answer, tuple(details))
+    if table is not None:
+        details.append("The paper's metric (average normalised accuracy over η) is in the "
+                       "table below, beside the published figures: " + _published() + ". The "
+                       "paper's noise grid differs from this study's η: compare directions, "
+                       "not values.")
+    return Answer(question, word, answer, tuple(details), (table,) if table else ())
 
 
-def _paper_metric_lines(f: Findings) -> list[str]:
-    """The paper's metric per (arch, preset, t), its verdict, and the published figures."""
+def _published() -> str:
+    return "; ".join(f"{arch} on {dataset} ({noise} Gaussian weight noise): no BN "
+                     f"{values[NO_BN]:.2f}%, BN {values[BN_KEPT]:.2f}%"
+                     for (dataset, arch, noise), values in PAPER_RESULTS.items())
+
+
+def paper_metric_table(f: Findings) -> AnswerTable | None:
+    """The paper's metric per (arch, preset, t) and variant, the no BN − BN kept verdict on
+    it, and the published figures where the paper has them."""
     by: dict[tuple, dict[str, PaperMetric]] = {}
     for p in f.paper_metrics:
         by.setdefault((p.arch, p.preset, p.t), {})[p.variant] = p
+    if not by:
+        return None
+    variants = sorted({p.variant for p in f.paper_metrics}, key=variant_order)
     averages = {(v.arch, v.preset, v.t): v for v in f.verdicts
                 if v.paper_metric and v.comparison == CLAIM_1.name}
-    lines = []
+    published = any(p.paper is not None for p in f.paper_metrics)
+    rows = []
     for (arch, preset, t), vs in sorted(by.items(), key=lambda kv: (kv[0][:2],
                                                                      none_first(kv[0][2]))):
-        at = f", t = {format_time(t)}" if t is not None else ""
-        values = ", ".join(f"{v} {_pct(vs[v].value)}" for v in sorted(vs, key=variant_order))
-        line = f"Paper's metric, {arch} on {preset}{at} (average over η): {values}"
+        etas = sorted({e for p in vs.values() for e in p.etas})
+        level = ", ".join(f"{e:g}" for e in etas) + (
+            f" (t = {format_time(t)})" if t is not None else "")
+        row = [arch, preset, level, *(f"{100 * vs[v].value:.1f}" if v in vs else "—"
+                                      for v in variants)]
         verdict = averages.get((arch, preset, t))
-        if verdict is not None:
-            ci = ("" if math.isnan(verdict.low) else
-                  f", 95% CI [{100 * verdict.low:+.1f}, {100 * verdict.high:+.1f}] pp")
-            line += f"; no BN − BN kept {_pp(verdict.diff)}{ci}: {verdict.outcome}"
-        lines.append(line + ".")
-    if lines:
-        published = []
-        for (dataset, arch, noise), values in PAPER_RESULTS.items():
-            published.append(f"{arch} on {dataset} ({noise} noise): no BN "
-                             f"{values[NO_BN]:.2f}%, BN {values[BN_KEPT]:.2f}% "
-                             f"({values[NO_BN] - values[BN_KEPT]:+.1f} pp)")
-        lines.append("Published (Fagbohungbe & Qian 2022): " + "; ".join(published)
-                     + ". Their noise grid differs from this study's η: compare directions, "
-                     "not values.")
-    return lines
+        if verdict is None:
+            row += ["—", "—", "—"]
+        else:
+            ci = ("n/a" if math.isnan(verdict.low)
+                  else f"[{100 * verdict.low:+.1f}, {100 * verdict.high:+.1f}]")
+            row += [f"{100 * verdict.diff:+.1f}", ci, verdict.outcome]
+        if published:
+            row += [f"{vs[v].paper:.2f}" if v in vs and vs[v].paper is not None else "—"
+                    for v in (NO_BN, BN_KEPT)]
+        rows.append(tuple(row))
+    headers = ("arch", "preset", "η levels", *(f"{v} (%)" for v in variants),
+               "no BN − BN kept (pp)", "95% CI (pp)", "verdict",
+               *(("paper no BN (%)", "paper BN (%)") if published else ()))
+    return AnswerTable(headers, tuple(rows))
 
 
 def answer_bn_layers(f: Findings) -> Answer | None:
@@ -174,16 +202,16 @@ def answer_bn_layers(f: Findings) -> Answer | None:
     decided = [t for t in kept if t.rho is not None]
     if not decided:
         archs = sorted({p.arch for t in kept for p in t.points})
-        answer = (f"Not answered: {kept[0].reason}. The trend needs at least "
+        answer = (f"{kept[0].reason[0].upper()}{kept[0].reason[1:]}. The trend needs at least "
                   f"{MIN_ARCHS_FOR_TREND} architectures with different numbers of BN layers "
                   f"whose BN and no-BN models both learned; this study has {len(archs)} ("
                   + ", ".join(archs) + ").")
-        return Answer(question, answer, (), figures)
+        return Answer(question, "Not answered", answer, figures=figures)
     grows = sum(t.direction == "grows" for t in decided)
     shrinks = sum(t.direction == "shrinks" for t in decided)
     word = ("Yes" if grows == len(decided) else "No" if shrinks == len(decided)
             else "Mixed")
-    answer = (f"{word}: the gap no BN − BN kept grows with the number of BN layers under "
+    answer = ("The gap no BN − BN kept grows with the number of BN layers under "
               f"{grows} of {_plural(len(decided), 'condition')} and shrinks under {shrinks} "
               "(Spearman ρ across architectures; a trend over few models, not a "
               "significance test).")
@@ -193,7 +221,7 @@ def answer_bn_layers(f: Findings) -> Answer | None:
                            for p in sorted(t.points, key=lambda p: (p.bn_layers, p.arch)))
         head = f"ρ = {t.rho:+.2f}" if t.rho is not None else t.reason
         details.append(f"{t.condition}: {head} — {points}.")
-    return Answer(question, answer, tuple(details), figures)
+    return Answer(question, word, answer, tuple(details), figures=figures)
 
 
 def answer_folding(f: Findings) -> Answer | None:
@@ -203,7 +231,7 @@ def answer_folding(f: Findings) -> Answer | None:
     if not single:
         return None
     word = _word(single, FOLD_HELPS, FOLD_HURTS, "No — folding hurts")
-    answer = (f"{word}: BN folded is more robust than BN kept beyond the 95% CI in "
+    answer = ("BN folded is more robust than BN kept beyond the 95% CI in "
               f"{sum(v.outcome == FOLD_HELPS for v in single)} of "
               f"{_plural(len(single), 'comparison')}, "
               + _counts(single, ((FOLD_HURTS, "less robust"),
@@ -217,7 +245,7 @@ def answer_folding(f: Findings) -> Answer | None:
                                         (NO_DIFFERENCE, "no significant difference")))
                        + f" of {len(mine)}.")
     details += mapping_sentences(single, f.presets)
-    return Answer(question, answer, tuple(details))
+    return Answer(question, word, answer, tuple(details))
 
 
 def mapping_sentences(verdicts: list[Verdict], presets: dict[str, dict]) -> list[str]:

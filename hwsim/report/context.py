@@ -135,7 +135,7 @@ def mapping_text(preset: dict) -> str:
         text = f"{how} weight scaling, ω = {omega:g}"
     exact = ((preset.get("forward") or {}).get("is_perfect")
              and (preset.get("noise_model") or {}).get("type", "none") == "none")
-    return text + (" (no effect here: exact IO, no device model)" if exact else "")
+    return text + ("; no effect here: exact IO, no device model" if exact else "")
 
 
 def preset_lines(meta: dict, names: list[str]) -> list[str]:

@@ -4,17 +4,9 @@ blocks (:mod:`hwsim.report.render`), and how its numbers are printed."""
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 
-from hwsim.devices import format_time
 from hwsim.report.analysis import (
-    BN_KEPT,
-    NO_BN,
-    PAPER_CITATION,
-    PaperMetric,
     Verdict,
-    none_first,
-    variant_order,
 )
 from hwsim.report.answers import exclusion_text
 from hwsim.report.build import Report
@@ -62,12 +54,13 @@ def _answers(report: Report, dataset: str) -> list[Block]:
     b: list[Block] = [Heading(2, f"Answers: {dataset}")]
     unlearned = [u for u in report.unlearned if u.dataset == dataset]
     if unlearned:
-        b.append(Notice(exclusion_text(unlearned), lead="Left out:"))
+        b.append(Notice(exclusion_text(unlearned), lead="Left out:", tone="warning"))
     answers = report.answers.get(dataset) or []
     for a in answers:
-        b.append(Paragraph(a.answer, lead=a.question))
+        b += [Heading(3, a.question), Paragraph(a.answer, lead=f"{a.short}.")]
         if a.details:
             b.append(BulletList(a.details))
+        b += [Table(t.headers, t.rows) for t in a.tables]
         b += [Figure(f) for f in a.figures]
     if not answers:
         b.append(Paragraph("No question can be answered: no two variants were measured under "
@@ -92,31 +85,6 @@ def _model_table(models: list[dict]) -> Table:
                    "learned", "full test acc. (%)", "training time"], rows)
 
 
-def _paper_metric_table(metrics: list[PaperMetric]) -> Table:
-    variants = sorted({p.variant for p in metrics}, key=variant_order)
-    by: dict[tuple, dict[str, PaperMetric]] = defaultdict(dict)
-    for p in metrics:
-        by[(p.dataset, p.arch, p.preset, p.t)][p.variant] = p
-    gap = NO_BN in variants and BN_KEPT in variants
-    rows = []
-    for (dataset, arch, preset, t), vs in sorted(
-            by.items(), key=lambda kv: (kv[0][:3], none_first(kv[0][3]))):
-        etas = sorted({e for p in vs.values() for e in p.etas})
-        cond = ", ".join(f"{e:g}" for e in etas) + (
-            f" (t = {format_time(t)})" if t is not None else "")
-        paper = {v: vs[v].paper for v in vs}
-        row = [dataset, arch, preset, cond, *(pct(vs[v].value) if v in vs else "—"
-                                              for v in variants)]
-        if gap:
-            row.append(pp(vs[NO_BN].value - vs[BN_KEPT].value)
-                       if NO_BN in vs and BN_KEPT in vs else "n/a")
-        row += [f"{paper[v]:.2f}" if paper.get(v) is not None else "—" for v in (NO_BN, BN_KEPT)]
-        rows.append(row)
-    return _table(["dataset", "arch", "preset", "η levels", *(f"{v} (%)" for v in variants),
-                   *(["no BN − BN kept (pp)"] if gap else []), "paper no BN (%)",
-                   "paper BN (%)"], rows)
-
-
 def report_document(report: Report) -> Document:
     """The report as a document of typed blocks, in reading order: the answers first, then
     setup and conventions, the paper's metric, the figures, and an appendix of tables."""
@@ -136,12 +104,6 @@ def report_document(report: Report) -> Document:
     if report.models:
         b += [Heading(3, "Trained models"), _model_table(report.models)]
     b += [Heading(2, "Conventions"), BulletList(tuple(report.notes)), Paragraph(VERDICT_METHOD)]
-
-    if report.paper_metrics:
-        b += [Heading(2, "Average normalised accuracy over η (the paper's metric)"),
-              Paragraph(f"Published figures: {PAPER_CITATION}. The paper's noise-level grid "
-                        "may differ from this run's η levels."),
-              _paper_metric_table(report.paper_metrics)]
 
     curves = [f for f in report.figures if f.kind in ("time", "eta")]
     if curves:

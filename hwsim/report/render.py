@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 from dataclasses import dataclass, field
+from typing import Literal
 
 from hwsim.report.figures import FigureSpec
 
@@ -43,10 +44,11 @@ class Figure:
 
 @dataclass(frozen=True)
 class Notice:
-    """A line the reader must not miss (a warning box in HTML, a quote in Markdown)."""
+    """A line the reader must not miss (a box in HTML, a quote in Markdown)."""
 
     text: str
     lead: str = "Note:"
+    tone: Literal["warning", "info"] = "info"
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,8 @@ _CSS = (
     "th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f0f0f0}"
     "tr:nth-child(even) td{background:#fafafa}figure{margin:1.5em 0}"
     "img{max-width:100%}figcaption{font-size:0.9em;color:#555}"
-    ".notice{border-left:4px solid #d62728;background:#fdf1f1;padding:0.5em 1em;margin:1em 0}"
+    ".notice{border-left:4px solid #999;background:#f5f5f5;padding:0.5em 1em;margin:1em 0}"
+    ".notice.warning{border-left-color:#d62728;background:#fdf1f1}"
     "details{margin:1em 0}summary{cursor:pointer;font-weight:600}"
 )
 
@@ -142,7 +145,8 @@ def _html_block(block: Block, figure_png: dict[str, bytes]) -> str | None:
         return (f'<figure><img alt="{e(spec.title)}" src="data:image/png;base64,{data}">'
                 f"<figcaption>{e(spec.caption)}</figcaption></figure>")
     if isinstance(block, Notice):
-        return f'<p class="notice"><strong>{e(block.lead)}</strong> {e(block.text)}</p>'
+        return (f'<p class="notice {block.tone}"><strong>{e(block.lead)}</strong> '
+                f"{e(block.text)}</p>")
     if isinstance(block, Details):
         inner = [_html_block(b, figure_png) for b in block.blocks]
         return (f"<details><summary>{e(block.summary)}</summary>\n"
