@@ -343,3 +343,18 @@ def test_folding_hurts_is_counted(tmp_path):
     assert a.answer.startswith(f"BN folded is more robust than BN kept beyond the 95% CI "
                                f"in {helps} of 15 comparisons, less robust in 0")
     assert FOLD_HURTS not in {v.outcome for v in report.verdicts}
+
+
+def test_the_report_needs_no_simulator(run_dir):
+    """The report works from the store alone: aihwkit and the engines are never imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from hwsim.report import write_report; "
+            f"write_report({str(run_dir)!r}, ('html',)); "
+            "bad = [m for m in sys.modules if m.startswith(('aihwkit', 'hwsim.engine'))]; "
+            "assert not bad, bad")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (run_dir / "report.html").is_file()

@@ -66,7 +66,6 @@ class Findings:
     paper_metrics: list[PaperMetric]
     trends: list[Trend]
     presets: dict[str, dict]  # resolved presets by name, as recorded in the store
-    noise_types: dict[str, str | None]
     figures: list[FigureSpec] = field(default_factory=list)  # this dataset's figures
 
 
@@ -82,7 +81,7 @@ def _pp(v: float) -> str:
 
 
 def _counts(verdicts: list[Verdict], outcomes: tuple[tuple[str, str], ...]) -> str:
-    """"worse in 3, better in 0, no significant difference in 2 (too few samples in 1)"."""
+    """E.g. "better in 0, no significant difference in 2", then the count without a CI."""
     counts = count_outcomes(verdicts)
     parts = [f"{text} in {counts.get(o, 0)}" for o, text in outcomes]
     if counts.get(TOO_FEW):

@@ -93,7 +93,7 @@ def build_report(store: Store) -> Report:
     answers = {d: build_answers(Findings(
         dataset=d, verdicts=[v for v in verdicts if v.dataset == d],
         paper_metrics=[p for p in paper_metrics if p.dataset == d],
-        trends=[t for t in trends if t.dataset == d], presets=presets, noise_types=types,
+        trends=[t for t in trends if t.dataset == d], presets=presets,
         figures=[f for f in figures if f.dataset == d])) for d in datasets}
     title = f"hwsim report: {study['name']}" if study.get("name") else "hwsim report"
     about = ""

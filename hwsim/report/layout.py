@@ -87,7 +87,7 @@ def _model_table(models: list[dict]) -> Table:
 
 def report_document(report: Report) -> Document:
     """The report as a document of typed blocks, in reading order: the answers first, then
-    setup and conventions, the paper's metric, the figures, and an appendix of tables."""
+    setup and conventions, the curves, and an appendix of tables."""
     b: list[Block] = [Heading(1, report.title)]
     about = f"Study {report.study}. " if report.study else ""
     b.append(Paragraph(f"{about}Results store: {report.store_path}"))
