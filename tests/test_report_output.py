@@ -131,8 +131,9 @@ def test_claim_1_gives_the_verdict_counts_and_the_paper_metric_beside_the_publis
 def test_claim_2_gives_the_trend_and_its_figure(report, tmp_path):
     a = _answer(report, "cifar10", "Claim 2")
     assert a.short == "Yes"
-    assert a.answer.startswith("The gap no BN − BN kept grows with the number of BN layers "
-                               "under 2 of 2 conditions")
+    assert a.answer.startswith("The gap no BN − BN kept rises with the number of BN layers "
+                               "(Spearman ρ > 0) under 2 of 2 conditions, monotonically (ρ = "
+                               "+1) under 2, and falls (ρ < 0) under 0")
     assert any(d.startswith("gaussian, average over η: ρ = +1.00 — vgg16 (13 BN layers)")
                for d in a.details)
     assert [f.kind for f in a.figures] == ["bn_layers"]

@@ -90,18 +90,21 @@ def _counts(verdicts: list[Verdict], outcomes: tuple[tuple[str, str], ...]) -> s
 
 
 def _word(verdicts: list[Verdict], yes: str, no: str, opposite: str) -> str:
-    """A one-word summary of the outcome counts; the counts always follow it."""
+    """A few words that sum up the outcome counts (the counts always follow them): "Yes" when
+    ``yes`` is the outcome of at least half the comparisons and ``no`` of none; ``opposite``
+    says what the ``no`` outcome means ("folding hurts")."""
     counts = count_outcomes(verdicts)
     n, y, o = len(verdicts), counts.get(yes, 0), counts.get(no, 0)
     if counts.get(TOO_FEW, 0) == n:
         return "Undecided"
-    if y and not o:
+    if y and o:
+        return "Mixed"
+    if y:
         return "Yes" if 2 * y >= n else "In some conditions"
-    if o and not y:
-        return opposite
-    if not y and not o:
-        return "No significant difference"
-    return "Mixed"
+    if o:
+        return (f"No — {opposite}" if 2 * o >= n
+                else f"Mostly no significant difference; {opposite} in some conditions")
+    return "No significant difference"
 
 
 def _plural(n: int, word: str) -> str:
@@ -126,7 +129,7 @@ def answer_bn_hurts(f: Findings) -> Answer | None:
         return None if table is None else Answer(
             question, "Not measured", "No BN-kept and no-BN models that learned were measured "
             "under the same conditions.", tables=(table,))
-    word = _word(single, BN_WORSE, BN_BETTER, "No — BN kept is more robust")
+    word = _word(single, BN_WORSE, BN_BETTER, "BN kept is more robust")
     answer = ("BN kept is worse than no BN beyond the 95% CI in "
               f"{sum(v.outcome == BN_WORSE for v in single)} of "
               f"{_plural(len(single), 'comparison')} (architecture × preset × noise level), "
@@ -208,12 +211,14 @@ def answer_bn_layers(f: Findings) -> Answer | None:
         return Answer(question, "Not answered", answer, figures=figures)
     grows = sum(t.direction == "grows" for t in decided)
     shrinks = sum(t.direction == "shrinks" for t in decided)
-    word = ("Yes" if grows == len(decided) else "No" if shrinks == len(decided)
-            else "Mixed")
-    answer = ("The gap no BN − BN kept grows with the number of BN layers under "
-              f"{grows} of {_plural(len(decided), 'condition')} and shrinks under {shrinks} "
-              "(Spearman ρ across architectures; a trend over few models, not a "
-              "significance test).")
+    monotone = sum(t.rho == 1.0 for t in decided)
+    n = len(decided)
+    word = ("Yes" if monotone == n else "Mostly" if grows == n else
+            "No" if shrinks == n else "Mixed")
+    answer = (f"The gap no BN − BN kept rises with the number of BN layers (Spearman ρ > 0) "
+              f"under {grows} of {_plural(n, 'condition')}, monotonically (ρ = +1) under "
+              f"{monotone}, and falls (ρ < 0) under {shrinks}; a trend over few "
+              "architectures, not a significance test.")
     details = []
     for t in kept:
         points = ", ".join(f"{p.arch} ({p.bn_layers} BN layers) {_pp(p.diff)}"
@@ -229,7 +234,7 @@ def answer_folding(f: Findings) -> Answer | None:
     single = [v for v in f.verdicts if v.comparison == FOLDING.name and not v.paper_metric]
     if not single:
         return None
-    word = _word(single, FOLD_HELPS, FOLD_HURTS, "No — folding hurts")
+    word = _word(single, FOLD_HELPS, FOLD_HURTS, "folding hurts")
     answer = ("BN folded is more robust than BN kept beyond the 95% CI in "
               f"{sum(v.outcome == FOLD_HELPS for v in single)} of "
               f"{_plural(len(single), 'comparison')}, "

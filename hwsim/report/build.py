@@ -25,6 +25,7 @@ from hwsim.report.context import (
     convention_lines,
     model_rows,
     preset_lines,
+    reading_guide,
     setup_lines,
     small_run_reasons,
 )
@@ -51,6 +52,7 @@ class Report:
     unlearned: list[Unlearned]  # models left out of every analysis
     setup: list[str]
     small_run: list[str]  # why the numbers are not publication grade; empty if they are
+    guide: str  # what the variants and normalised accuracy mean
     presets: list[str]
     models: list[dict]
     groups: list[Group]  # every group, unlearned models' ones included (marked)
@@ -98,8 +100,8 @@ def build_report(store: Store) -> Report:
     title = f"hwsim report: {study['name']}" if study.get("name") else "hwsim report"
     about = ""
     if study.get("name"):
-        about = study["name"] + (f" — {' '.join(study['description'].split())}"
-                                 if study.get("description") else "")
+        desc = " ".join(str(study.get("description") or "").split()).rstrip(".")
+        about = study["name"] + (f" — {desc}" if desc else "")
     return Report(
         title=title,
         store_path=str(store.path),
@@ -109,6 +111,7 @@ def build_report(store: Store) -> Report:
         unlearned=unlearned,
         setup=setup_lines(meta, models, cells, datasets),
         small_run=small_run_reasons(meta, models, cells, datasets),
+        guide=reading_guide({g.variant for g in groups}),
         presets=preset_lines(meta, sorted({c["preset"] for c in cells})),
         models=model_rows(models, unlearned),
         groups=groups,

@@ -5,7 +5,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from hwsim.report.analysis import PAPER_CITATION, Group, PaperMetric, Unlearned
+from hwsim.report.analysis import (
+    BN_FOLDED,
+    BN_KEPT,
+    BN_RECAL,
+    NO_BN,
+    PAPER_CITATION,
+    Group,
+    PaperMetric,
+    Unlearned,
+    variant_order,
+)
 from hwsim.stats import LEARNED_FACTOR, summarize
 
 
@@ -120,6 +130,22 @@ def size_note(meta: dict, models: list[dict], cells: list[dict], datasets: list[
     return (size + "quick runs (few epochs, a test subset, few repeats) are small — they "
             "check the pipeline and show trends; their accuracies and wide confidence "
             "intervals are not publication-grade numbers.")
+
+
+VARIANT_MEANINGS = {
+    NO_BN: "the model trained without BatchNorm",
+    BN_KEPT: "trained with BN, its BN layers kept digital beside the analog tiles",
+    BN_FOLDED: "BN folded into the preceding layer's weights before they are programmed",
+    BN_RECAL: "BN kept, its running statistics re-estimated on the chip",
+}
+
+
+def reading_guide(variants: set[str]) -> str:
+    """What each variant of this report means, and what normalised accuracy is."""
+    parts = [f"{v} = {VARIANT_MEANINGS[v]}" for v in sorted(variants, key=variant_order)
+             if v in VARIANT_MEANINGS]
+    return ("; ".join(parts) + ". Normalised accuracy = analog accuracy / digital accuracy of "
+            "the same model (100% = nothing lost).")
 
 
 def mapping_text(preset: dict) -> str:

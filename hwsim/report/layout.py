@@ -91,6 +91,7 @@ def report_document(report: Report) -> Document:
     b: list[Block] = [Heading(1, report.title)]
     about = f"Study {report.study}. " if report.study else ""
     b.append(Paragraph(f"{about}Results store: {report.store_path}"))
+    b.append(Paragraph(report.guide, lead="Reading guide:"))
     if report.small_run:
         b.append(Notice("; ".join(report.small_run) + ". It checks the pipeline and shows "
                         "trends; its accuracies and wide CIs are not publication-grade.",
