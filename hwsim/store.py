@@ -11,11 +11,16 @@ Tables
               training seconds.
 ``presets``   preset name -> hash of (resolved preset, engine) used by the current study.
 ``meta``      key -> JSON value: the study file, its settings, hwsim/aihwkit versions.
+``grid``      the cell and model ids of the study as last run (``kind`` ``cell``/``model``).
 
 A changed study must not mix stale results with new ones: every cell records the hash of its
 model's training/evaluation settings (``model_hash``) and of its preset and engine
 (``preset_hash``). Reading (:meth:`Store.cells`) returns only cells whose hashes match the
-current ``models`` and ``presets`` rows; older cells stay in the file, unused.
+current ``models`` and ``presets`` rows; older cells stay in the file, unused. A narrowed
+study (fewer repeats, times, etas, architectures, presets, BN modes or seeds) supersedes no
+hash, so every run also records its grid (:meth:`Store.set_grid`), and reading returns only
+the cells and models of that grid. A store written before grids were recorded has none: all
+its cells with current hashes are read.
 
 Each Monte-Carlo repeat's cells are committed in one transaction, so a process killed at
 any moment leaves every finished repeat in the store and nothing half-written.
@@ -49,6 +54,7 @@ CREATE TABLE IF NOT EXISTS models (
 );
 CREATE TABLE IF NOT EXISTS presets (name TEXT PRIMARY KEY, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS grid (kind TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (kind, key));
 """
 
 
@@ -153,6 +159,13 @@ class Store:
             self._db.executemany("INSERT OR REPLACE INTO presets VALUES (?, ?)",
                                  list(hashes.items()))
 
+    def set_grid(self, models: Iterable[ModelKey], cells: Iterable[CellKey]) -> None:
+        """Record the study's current grid, replacing the previous one (one transaction)."""
+        rows = [("model", m.id) for m in models] + [("cell", c.id) for c in cells]
+        with self._db:
+            self._db.execute("DELETE FROM grid")
+            self._db.executemany("INSERT OR IGNORE INTO grid VALUES (?, ?)", rows)
+
     def set_meta(self, key: str, value: Any) -> None:
         with self._db:
             self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
@@ -165,16 +178,19 @@ class Store:
     def cells(self, *, current_only: bool = True) -> list[dict]:
         """Cells as dicts (columns of ``cells`` without ``key``), in grid order.
 
-        With ``current_only``, cells whose model or preset settings were superseded by a
-        changed study are left out (those without a recorded model or preset are kept).
+        With ``current_only``, only the cells of the recorded grid, and of those only the ones
+        whose model and preset settings are current (cells without a recorded model or preset
+        are kept).
         """
-        cur = self._db.execute("SELECT * FROM cells ORDER BY dataset, arch, bn, seed, bn_mode, "
-                               "preset, eta, t, repeat")
+        grid = " WHERE key IN (SELECT key FROM grid WHERE kind = 'cell')" if (
+            current_only and self._has_grid()) else ""
+        cur = self._db.execute(f"SELECT * FROM cells{grid} ORDER BY dataset, arch, bn, seed, "
+                               "bn_mode, preset, eta, t, repeat")
         rows = [{k: row[k] for k in row.keys() if k != "key"} for row in cur]
         if not current_only:
             return rows
         models = {(m["dataset"], m["arch"], m["bn"], m["seed"]): m["model_hash"]
-                  for m in self.models()}
+                  for m in self.models(current_only=False)}
         presets = dict(self._db.execute("SELECT name, hash FROM presets").fetchall())
         return [
             r for r in rows
@@ -182,9 +198,15 @@ class Store:
             == r["model_hash"] and presets.get(r["preset"], r["preset_hash"]) == r["preset_hash"]
         ]
 
-    def models(self) -> list[dict]:
-        cur = self._db.execute("SELECT * FROM models ORDER BY dataset, arch, bn, seed")
+    def models(self, *, current_only: bool = True) -> list[dict]:
+        """Trained models as dicts; with ``current_only``, those of the recorded grid."""
+        grid = " WHERE key IN (SELECT key FROM grid WHERE kind = 'model')" if (
+            current_only and self._has_grid()) else ""
+        cur = self._db.execute(f"SELECT * FROM models{grid} ORDER BY dataset, arch, bn, seed")
         return [{k: row[k] for k in row.keys() if k != "key"} for row in cur]
+
+    def _has_grid(self) -> bool:
+        return self._db.execute("SELECT 1 FROM grid LIMIT 1").fetchone() is not None
 
     def model(self, key: ModelKey) -> dict | None:
         row = self._db.execute("SELECT * FROM models WHERE key = ?", (key.id,)).fetchone()
