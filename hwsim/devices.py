@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from hwsim.config import build, load, to_plain
 from hwsim.errors import ConfigError, SimulationError
+from hwsim.resources import shipped_dir
 
 NoiseModelType = Literal["none", "pcm", "reram-cmo", "reram-wan2022"]
 
@@ -203,9 +204,9 @@ class DevicePreset:
 
 
 def presets_dir() -> Path:
-    """``$HWSIM_DEVICE_CONFIGS``, else ``device_configs/`` of the source tree."""
+    """``$HWSIM_DEVICE_CONFIGS``, else the presets shipped with hwsim (``device_configs/``)."""
     env = os.environ.get("HWSIM_DEVICE_CONFIGS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "device_configs"
+    return Path(env) if env else shipped_dir("device_configs")
 
 
 def list_presets() -> list[str]:
@@ -265,12 +266,30 @@ def parse_time(text: str) -> float:
     return value
 
 
-def parse_times(text: str) -> list[float]:
-    """``"1s,1h,1d"`` -> sorted unique seconds."""
-    parts = [p for p in str(text).split(",") if p.strip()]
-    if not parts:
-        raise ConfigError("no inference time given; e.g. --t-inference 1s,1h,1d,1y")
-    return sorted({parse_time(p) for p in parts})
+def parse_times(text: str, option: str = "--t-inference") -> list[float]:
+    """``"1s,1h,1d"`` -> sorted seconds.
+
+    Raises:
+        ConfigError: naming ``option`` and the entry: an empty entry (``1d,,1y``), a bad
+            time, or a time given twice (``1d,86400``).
+    """
+    parts = [p.strip() for p in str(text).split(",")]
+    if not any(parts):
+        raise ConfigError(f"{option}: no inference time given; e.g. {option} 1s,1h,1d,1y")
+    seen: dict[float, str] = {}
+    for i, part in enumerate(parts, 1):
+        if not part:
+            raise ConfigError(f"{option} {text}: entry {i} is empty; separate the times by "
+                              "single commas, e.g. 1s,1h,1d,1y")
+        try:
+            seconds = parse_time(part)
+        except ConfigError as e:
+            raise ConfigError(f"{option}: {e}") from None
+        if seconds in seen:
+            same = "" if part == seen[seconds] else f" ({part} = {seen[seconds]})"
+            raise ConfigError(f"{option} {text}: {part!r} is given twice{same}")
+        seen[seconds] = part
+    return sorted(seen)
 
 
 def format_time(seconds: float | None) -> str:

@@ -24,6 +24,14 @@ its cells with current hashes are read.
 
 Each Monte-Carlo repeat's cells are committed in one transaction, so a process killed at
 any moment leaves every finished repeat in the store and nothing half-written.
+
+Schema versions
+---------------
+The layout's version is SQLite's ``PRAGMA user_version`` (:data:`SCHEMA_VERSION`). A new store
+is created at the current version. Opening an older store upgrades it in place, one step of
+:data:`_MIGRATIONS` at a time, each in its own transaction; a store from a newer hwsim (a
+higher version) is refused with a one-line :class:`StoreError`. Version 0 is a store written
+before versions were recorded; its layout is version 1's.
 """
 
 from __future__ import annotations
@@ -35,7 +43,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hwsim.errors import HwsimError
+
 STORE_NAME = "results.sqlite"
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -56,6 +67,19 @@ CREATE TABLE IF NOT EXISTS presets (name TEXT PRIMARY KEY, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS grid (kind TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (kind, key));
 """
+
+# _MIGRATIONS[v]: SQL that turns a version-v store into a version-(v + 1) store. A schema
+# change edits _SCHEMA (what new stores get), bumps SCHEMA_VERSION and adds its step here.
+_MIGRATIONS: dict[int, str] = {
+    0: "",  # unversioned stores already have version 1's tables
+    # 2: the study's current grid, so that a narrowed study reports only what it asks for
+    1: "CREATE TABLE IF NOT EXISTS grid (kind TEXT NOT NULL, key TEXT NOT NULL, "
+       "PRIMARY KEY (kind, key))",
+}
+
+
+class StoreError(HwsimError):
+    """A results store this hwsim cannot use (newer schema, not a store, unreadable)."""
 
 
 @dataclass(frozen=True)
@@ -99,36 +123,83 @@ class ModelKey:
 
 
 class Store:
-    """A results store at ``path`` (created if absent)."""
+    """A results store at ``path`` (created if absent, upgraded if older).
+
+    Use it as a context manager (``with Store(path) as store:``) so that it is closed on
+    every exit path.
+
+    Raises:
+        StoreError: written by a newer hwsim, or not a results store.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._db.commit()
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._open_schema()
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            raise StoreError(f"{self.path}: not a usable hwsim results store ({e})") from None
+        except BaseException:
+            self._db.close()
+            raise
+        self._db.isolation_level = ""  # back to transactions opened by `with self._db`
+
+    def _open_schema(self) -> None:
+        """Create the tables of a new store, or upgrade an older one to SCHEMA_VERSION."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")  # one writer at a time decides and applies the layout
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: written by a newer hwsim (store schema version {version}; "
+                    f"this hwsim reads up to {SCHEMA_VERSION}): upgrade hwsim, or use another "
+                    "run folder")
+            empty = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+            if empty:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            elif db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cells'"
+                            ).fetchone() is None:
+                raise StoreError(f"{self.path}: an SQLite file, but not an hwsim results store")
+            else:
+                for v in range(version, SCHEMA_VERSION):
+                    for statement in _MIGRATIONS[v].split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+            if version != SCHEMA_VERSION:
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    @property
+    def schema_version(self) -> int:
+        return self._db.execute("PRAGMA user_version").fetchone()[0]
 
     @classmethod
     def open_existing(cls, run_dir: str | Path) -> Store:
         """The store of run folder ``run_dir``; StoreError if there is none."""
-        from hwsim.errors import HwsimError
-
         path = Path(run_dir) / STORE_NAME
         if not path.is_file():
-            raise HwsimError(f"{run_dir}: no results store ({STORE_NAME}) in this folder; "
+            raise StoreError(f"{run_dir}: no results store ({STORE_NAME}) in this folder; "
                              "run 'hwsim study run STUDY.yaml --out FOLDER' first")
         return cls(path)
 
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         self.close()
 
     # ------------------------------------------------------------ writing

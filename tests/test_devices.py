@@ -108,7 +108,7 @@ def test_eta_only_for_weight_noise_presets():
 
 @pytest.mark.parametrize("text,seconds", [
     ("1s", [1.0]), ("1h,1s", [1.0, 3600.0]), ("1d, 1w", [86400.0, 604800.0]),
-    ("3600", [3600.0]), ("1y", [31536000.0]), ("10min", [600.0]), ("1d,86400", [86400.0]),
+    ("3600", [3600.0]), ("1y", [31536000.0]), ("10min", [600.0]),
 ])
 def test_parse_times(text, seconds):
     assert parse_times(text) == seconds
@@ -118,6 +118,20 @@ def test_parse_times(text, seconds):
 def test_bad_times(text):
     with pytest.raises(ConfigError, match="inference time"):
         parse_times(text)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("1d,,1y", "--t-inference 1d,,1y: entry 2 is empty"),
+    ("1d,1y,", "--t-inference 1d,1y,: entry 3 is empty"),
+    (",1d", "entry 1 is empty"),
+    ("1d,1h,1d", "--t-inference 1d,1h,1d: '1d' is given twice"),
+    ("1d,86400", "'86400' is given twice (86400 = 1d)"),
+])
+def test_times_with_an_empty_or_repeated_entry_are_refused(text, message):
+    """An empty entry is not dropped silently, a repeated time is not computed twice."""
+    with pytest.raises(ConfigError) as e:
+        parse_times(text)
+    assert message in str(e.value)
 
 
 def test_format_time():
