@@ -393,7 +393,8 @@ static inline int finish(const mvm_args *restrict a, vf acc[2], const float *noi
 }
 
 /* One pass of the MVM over every row. Returns bit 0: some output clipped at the ADC bound;
-   bit 1: some input row had a nonzero noise-management scale. */
+   bit 1: some input row had a nonzero noise-management scale (always, without noise
+   management: aihwkit skips the MVM only when every scale is zero). */
 int hwsim_mvm(const mvm_args *restrict a) {
     const int64_t rows = a->n * a->ho * a->wo, panels = (rows + PANEL - 1) / PANEL;
     const int64_t k = a->k, kpad = (k + 15) / 16 * 16, npad = a->npad;
@@ -434,7 +435,7 @@ int hwsim_mvm(const mvm_args *restrict a) {
         free(buf);
         free(noise);
     }
-    return clipped | (nonzero << 1);
+    return clipped | ((nonzero || !a->nm) << 1);
 }
 
 /* normals first .. first + n - 1 of the seed's stream (multiples of 32), for tests */

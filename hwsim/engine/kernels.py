@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -134,6 +135,90 @@ def library() -> ctypes.CDLL | None:
 
 def available() -> bool:
     return library() is not None
+
+
+@dataclass(frozen=True)
+class KernelIO:
+    """The forward IO settings as the kernel takes them (levels, not physical units)."""
+
+    noise_management: str  # "none", "abs_max" or "max"
+    inp_step: float  # DAC step; 0: no input quantisation
+    inp_lim: float  # input bound in DAC levels (inf: none)
+    clamp_input: bool  # whether the input can exceed its bound (else the clamp is skipped)
+    out_step: float  # ADC step; 0: no output quantisation
+    out_noise: float  # output noise std in ADC levels
+    out_lim: float  # output bound in ADC levels (inf: none)
+    bound_management: bool  # a clipped pass will be redone: the kernel may stop it early
+
+
+@dataclass
+class PackedTile:
+    """One tile's weights and output factors, laid out for the kernel (columns padded to a
+    multiple of :data:`COLS` with zeros)."""
+
+    weight: torch.Tensor  # (k, npad): input rows in the kernel's order, in ADC per DAC level
+    col_scale: torch.Tensor  # (npad,): ADC step times the tile's digital scale per column
+    bias: torch.Tensor  # (npad,): the digital bias added to these columns, or zeros
+    n_out: int
+
+
+def pack_tile(weight: torch.Tensor, col_scale: torch.Tensor,
+              bias: torch.Tensor | None = None) -> PackedTile:
+    """``weight`` (k, n_out), ``col_scale`` and ``bias`` (n_out,) padded for the kernel."""
+    k, n_out = weight.shape
+    npad = -(-n_out // COLS) * COLS
+    w = weight.new_zeros(k, npad, dtype=torch.float32)
+    w[:, :n_out] = weight
+    cs = torch.zeros(npad)
+    cs[:n_out] = col_scale
+    b = torch.zeros(npad)
+    if bias is not None:
+        b[:n_out] = bias
+    return PackedTile(w, cs, b, n_out)
+
+
+def draw_seed() -> int:
+    """A 63-bit kernel seed from torch's global generator: seeded runs stay reproducible."""
+    return int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64))
+
+
+def mvm(x: torch.Tensor, channels: tuple[int, int], kernel: tuple[int, int],
+        stride: tuple[int, int], padding: tuple[int, int], tile: PackedTile, io: KernelIO,
+        reduction: float, out: torch.Tensor, seed: int) -> tuple[bool, bool]:
+    """One pass of the IO-managed MVM of ``tile`` over every patch of ``x``.
+
+    Args:
+        x: (N, H, W, C) contiguous float32 on the CPU; a linear layer's rows are
+            (N, 1, 1, features) with a 1x1 kernel.
+        channels: the input channels ``c0:c1`` this tile reads (rows in (ky, kx, c) order).
+        out: (N * Ho * Wo, n_out) float32 with unit column stride (a column slice of a larger
+            output is fine): receives the rescaled outputs plus the packed bias.
+        seed: the output-noise seed of this pass (see :func:`draw_seed`).
+
+    Returns:
+        (clipped, nonzero): whether an output hit the ADC bound; whether any input row had
+        a nonzero noise-management scale.
+    """
+    n, h, w, c = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    k = kh * kw * (channels[1] - channels[0])
+    if (x.dtype != torch.float32 or not x.is_contiguous() or x.device.type != "cpu"
+            or tile.weight.shape[0] != k or out.shape != (n * ho * wo, tile.n_out)
+            or out.stride(1) != 1 or out.dtype != torch.float32):
+        raise ValueError("kernels.mvm: bad shapes, layout or dtype")
+    args = MvmArgs(
+        x=x.data_ptr(), n=n, h=h, w=w, c=c, c0=channels[0], c1=channels[1], kh=kh, kw=kw,
+        sh=sh, sw=sw, ph=ph, pw=pw, ho=ho, wo=wo, wt=tile.weight.data_ptr(), k=k,
+        npad=tile.weight.shape[1], nout=tile.n_out, y=out.data_ptr(), y_stride=out.stride(0),
+        col_scale=tile.col_scale.data_ptr(), bias=tile.bias.data_ptr(),
+        nm=NOISE_MANAGEMENT[io.noise_management], clamp_input=io.clamp_input,
+        inp_round=io.inp_step > 0, out_round=io.out_step > 0,
+        stop_on_clip=io.bound_management, reduction=reduction, inp_step=io.inp_step or 1.0,
+        inp_lim=io.inp_lim, out_noise=io.out_noise, out_lim=io.out_lim,
+        seed=seed & (2**64 - 1))
+    flags = library().hwsim_mvm(ctypes.byref(args))
+    return bool(flags & 1), bool(flags & 2)
 
 
 def normals(first: int, n: int, seed: int) -> torch.Tensor:
