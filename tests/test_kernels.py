@@ -16,15 +16,13 @@ pytestmark = pytest.mark.skipif(not kernels.available(), reason="no C compiler")
 def io(nm="abs_max", inp_step=2 / 126, out_step=24 / 510, out_noise=0.0, inp_bound=1.0,
        out_bound=12.0, bm=True):
     return kernels.KernelIO(
-        noise_management=nm, inp_step=inp_step,
-        inp_lim=inp_bound / inp_step if inp_step else inp_bound,
+        noise_management=nm, inp_step=inp_step, inp_bound=inp_bound or math.inf,
         clamp_input=not (nm == "abs_max" and inp_bound >= 1.0), out_step=out_step,
-        out_noise=out_noise / (out_step or 1.0),
-        out_lim=out_bound / out_step if out_step else out_bound, bound_management=bm)
+        out_bound=out_bound or math.inf, out_noise=out_noise, bound_management=bm)
 
 
-def reference(x, channels, kernel, stride, padding, w, scale, bias, kio, reduction):
-    """aihwkit's AnalogMVM on F.unfold rows (no output noise), in the kernel's units."""
+def reference(x, channels, kernel, stride, padding, w, scale, bias, kio, reduction, noise=0.0):
+    """aihwkit's AnalogMVM on F.unfold rows, every output-noise draw ``noise``."""
     n, c, h, wd = x.shape
     c0, c1 = channels
     cols = F.unfold(x[:, c0:c1], kernel, padding=padding, stride=stride)  # (n, c*kh*kw, L)
@@ -37,28 +35,32 @@ def reference(x, channels, kernel, stride, padding, w, scale, bias, kio, reducti
     else:
         nm = torch.ones(len(rows), 1)
     nm = torch.where(nm > 0, nm, torch.ones_like(nm)) * reduction
-    q = rows * (1.0 / (nm * (kio.inp_step or 1.0)))
+    inp_step, out_step = kio.inp_step or 1.0, kio.out_step or 1.0
+    q = rows * (1.0 / (nm * inp_step))
     if kio.inp_step:
         q = q.round()
-    q = q.clamp(-kio.inp_lim, kio.inp_lim)
-    z = q @ w
+    q = q.clamp(-kio.inp_bound / inp_step, kio.inp_bound / inp_step)
+    z = q @ w + kio.out_noise / out_step * noise
     if kio.out_step:
         z = z.round()
-    clipped = bool((z.abs() > kio.out_lim).any())
-    z = z.clamp(-kio.out_lim, kio.out_lim)
+    clipped = bool((z.abs() * out_step > kio.out_bound).any())
+    z = z.clamp(-kio.out_bound / out_step, kio.out_bound / out_step)
     unit = nm * (kio.out_step or 1.0) * scale  # one ADC level of each output
     return z * unit + bias, clipped, unit
 
 
-def run(x, channels, kernel, stride, padding, w, scale, bias, kio, reduction=1.0, seed=1):
+def run(x, channels, kernel, stride, padding, w, scale, bias, kio, reduction=1.0, seed=1,
+        noise=None):
     tile = kernels.pack_tile(w, scale * (kio.out_step or 1.0), bias)
     xn = x.permute(0, 2, 3, 1).contiguous()
     n, _, h, wd = x.shape
     ho = (h + 2 * padding[0] - kernel[0]) // stride[0] + 1
     wo = (wd + 2 * padding[1] - kernel[1]) // stride[1] + 1
     out = torch.empty(n * ho * wo, w.shape[1])
+    if noise is not None:
+        noise = torch.full(out.shape, noise)
     clipped, nonzero = kernels.mvm(xn, channels, kernel, stride, padding, tile, kio,
-                                   reduction, out, seed)
+                                   reduction, out, seed, noise)
     return out, clipped, nonzero
 
 
@@ -75,7 +77,9 @@ SETTINGS = {
     "no-nm-small-bound": {"nm": "none", "inp_bound": 0.5},
     "no-quantisation": {"inp_step": 0.0, "out_step": 0.0},
     "tight-out-bound": {"out_bound": 0.5},
+    "fixed-noise": {"out_noise": 0.06},  # every draw replaced by a constant
 }
+NOISE = 0.8125
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS), ids=list(SETTINGS))
@@ -90,10 +94,12 @@ def test_kernel_matches_reference(geometry, setting):
     scale, bias = torch.rand(n_out) + 0.5, torch.randn(n_out)
     kio = io(**SETTINGS[setting])
     for reduction in (1.0, 4.0):
+        noise = NOISE if kio.out_noise else None
         ref, ref_clipped, unit = reference(x, channels, kernel, stride, padding, w, scale,
-                                           bias, kio, reduction)
+                                           bias, kio, reduction, noise or 0.0)
         got, clipped, nonzero = run(x, channels, kernel, stride, padding, w, scale, bias,
-                                    replace(kio, bound_management=False), reduction)
+                                    replace(kio, bound_management=False), reduction,
+                                    noise=noise)
         assert nonzero and clipped == ref_clipped
         # same arithmetic, another summation order: a value at a rounding boundary may land
         # on the neighbouring level, nothing more
@@ -126,7 +132,6 @@ def test_output_noise_is_gaussian_and_seeded():
     x = torch.rand(50, 2, 16, 16) + 0.1
     w = torch.zeros(18, 16)
     kio = io(out_noise=0.06, out_step=0.0, out_bound=0.0)
-    kio = replace(kio, out_lim=math.inf)
     a, _, _ = run(x, (0, 2), (3, 3), (1, 1), (1, 1), w, torch.ones(16), None, kio, seed=7)
     b, _, _ = run(x, (0, 2), (3, 3), (1, 1), (1, 1), w, torch.ones(16), None, kio, seed=7)
     c, _, _ = run(x, (0, 2), (3, 3), (1, 1), (1, 1), w, torch.ones(16), None, kio, seed=8)
@@ -159,3 +164,19 @@ def test_normal_stream():
     assert abs(z.mean()) < 0.005 and abs(z.var() - 1) < 0.005
     assert torch.equal(kernels.normals(4096, 1024, 12345),
                        torch.from_numpy(z[4096:5120]).float())
+
+
+def test_half_level_maximum_rounds_as_aihwkit():
+    # after one bound-management halving a row's abs-max lands on 31.5 DAC levels: which
+    # way it rounds follows aihwkit's float arithmetic, in every row
+    torch.manual_seed(3)
+    v = torch.rand(4096) * 10 + 1e-3
+    x = v.view(-1, 1, 1, 1)  # rows of one element: the element is the row's abs-max
+    kio = io(out_step=0.0, out_bound=0.0)
+    w = torch.ones(1, 1)
+    got, _, _ = run(x, (0, 1), (1, 1), (1, 1), (0, 0), w, torch.ones(1), None, kio,
+                    reduction=2.0)
+    levels = got.flatten() / (v * 2.0)
+    want = torch.round(v * (v.reciprocal() / 2.0) / kio.inp_step)  # aihwkit's order
+    assert torch.equal(levels.round(), want)
+    assert (want == 31).any() or (want == 32).any()

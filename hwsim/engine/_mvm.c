@@ -58,14 +58,17 @@ typedef struct {
     int32_t inp_round;    /* round inputs to whole DAC levels */
     int32_t out_round;    /* round outputs to whole ADC levels */
     int32_t stop_on_clip; /* bound management: a clipped pass is redone, so stop it early */
-    int32_t pad0;
+    int32_t tie_fix;      /* a row's (abs-)max lands on a half level: round it as aihwkit */
     float reduction;      /* bound-management reduction of this pass */
-    float inp_step;       /* DAC step (1 when not quantised) */
+    float red_step;       /* reduction times the DAC step (1 when not quantised), in float */
+    float inp_step;       /* the DAC step */
     float inp_lim;        /* input bound in DAC levels */
     float out_noise;      /* output noise std in ADC levels */
-    float out_lim;        /* output bound in ADC levels */
-    float pad1;
+    float out_step;       /* the ADC step (1 when not quantised) */
+    float out_bound;      /* the output bound (inf: none) */
+    float out_lim;        /* the output bound in ADC levels */
     uint64_t seed;
+    const float *noise_in; /* (rows, nout) normals to use instead of drawing them, or NULL */
 } mvm_args;
 
 /* ---- vector helpers -------------------------------------------------------------------- */
@@ -259,8 +262,8 @@ static inline void run_max(const float *restrict src, int64_t len, vi *m, int32_
     }
 }
 
-/* the scale of the row at p: its noise-management scale times the reduction */
-static float row_scale(const mvm_args *restrict a, pos_t p, int *nonzero) {
+/* the noise-management scale of the row at p */
+static float row_nm(const mvm_args *restrict a, pos_t p, int *nonzero) {
     const int64_t cc = a->c1 - a->c0, run = a->kw * cc;
     const int64_t ix0 = p.ox * a->sw - a->pw, iy0 = p.oy * a->sh - a->ph;
     const int inside = ix0 >= 0 && ix0 + a->kw <= a->w && cc == a->c;
@@ -288,7 +291,26 @@ static float row_scale(const mvm_args *restrict a, pos_t p, int *nonzero) {
     *nonzero |= nm != 0.0f;
     if (!(nm > 0.0f)) /* aihwkit: a zero (or, for max, negative) scale becomes 1 */
         nm = 1.0f;
-    return nm * a->reduction;
+    return nm;
+}
+
+/* The factor that takes the row to DAC levels: 1 / (nm x reduction x step). When the
+   row's (abs-)max element lands on a half level (a rounding tie in every row), the level it
+   rounds to depends on the float arithmetic: aihwkit's decides (scale by 1/nm/reduction,
+   then divide by the step), so the factor is nudged by an ulp or two until that element
+   rounds as in aihwkit. */
+static float dac_gain(const mvm_args *restrict a, float nm) {
+    float gain = 1.0f / (nm * a->red_step);
+    if (!a->tie_fix)
+        return gain;
+    const float want = __builtin_rintf(nm * ((1.0f / nm) / a->reduction) / a->inp_step);
+    for (int i = 0; i < 8; i++) {
+        const float got = __builtin_rintf(nm * gain);
+        if (got == want)
+            break;
+        gain = __builtin_nextafterf(gain, got > want ? 0.0f : __builtin_inff());
+    }
+    return gain;
 }
 /* dst[0:len] = DAC(src[0:len] * inv) */
 static inline void run_dac(const mvm_args *restrict a, float *restrict dst,
@@ -312,12 +334,11 @@ static inline void run_dac(const mvm_args *restrict a, float *restrict dst,
     }
 }
 
-/* the row of the unfolded input at p, divided by its scale and quantised, into dst */
-static void load_row(const mvm_args *restrict a, pos_t p, float scale, float *restrict dst) {
+/* the row of the unfolded input at p, times its DAC gain and quantised, into dst */
+static void load_row(const mvm_args *restrict a, pos_t p, float inv, float *restrict dst) {
     const int64_t cc = a->c1 - a->c0, run = a->kw * cc;
     const int64_t ix0 = p.ox * a->sw - a->pw, iy0 = p.oy * a->sh - a->ph;
     const int inside = ix0 >= 0 && ix0 + a->kw <= a->w && cc == a->c;
-    const float inv = 1.0f / (scale * a->inp_step);
     const float *base = a->x + (p.img * a->h * a->w) * a->c + a->c0;
     for (int64_t ky = 0; ky < a->kh; ky++) {
         float *d = dst + ky * run;
@@ -373,7 +394,9 @@ static inline int finish(const mvm_args *restrict a, vf acc[2], const float *noi
             z += a->out_noise * vload(noise + h * VEC);
         if (a->out_round)
             z = vrint(z);
-        clip |= (z > a->out_lim) | (z < -a->out_lim);
+        /* aihwkit tests the quantised outputs, levels x step in float, against the bound */
+        vf phys = z * a->out_step;
+        clip |= (phys > a->out_bound) | (phys < -a->out_bound);
         z = vclamp(z, a->out_lim);
         out[h] = vload(a->bias + c0 + h * VEC) + z * (scale * vload(a->col_scale + c0 + h * VEC));
     }
@@ -415,11 +438,18 @@ int hwsim_mvm(const mvm_args *restrict a) {
             const int64_t r0 = p * PANEL, nr = rows - r0 < PANEL ? rows - r0 : PANEL;
             pos_t pos = row_pos(a, r0);
             for (int64_t r = 0; r < nr; r++, next_pos(a, &pos)) {
-                scales[r] = a->nm ? row_scale(a, pos, &nonzero) : a->reduction;
-                load_row(a, pos, scales[r], buf + r * kpad);
+                const float nm = a->nm ? row_nm(a, pos, &nonzero) : 1.0f;
+                scales[r] = nm * a->reduction;
+                load_row(a, pos, dac_gain(a, nm), buf + r * kpad);
             }
-            if (noisy)
+            if (noisy && a->noise_in) {
+                for (int64_t r = 0; r < nr; r++)
+                    for (int64_t j = 0; j < npad; j++)
+                        noise[r * npad + j] = j < a->nout ? a->noise_in[(r0 + r) * a->nout + j]
+                                                          : 0.0f;
+            } else if (noisy) {
                 normals(noise, r0 * npad, PANEL * npad, a->seed);
+            }
             for (int64_t c0 = 0; c0 < npad; c0 += COLS) {
                 for (int64_t rb = 0; rb < nr; rb += ROWS) {
                     micro(buf + rb * kpad, k, kpad, a->wt + c0, npad, acc);

@@ -49,10 +49,11 @@ class MvmArgs(ctypes.Structure):
            ("nout", ctypes.c_int64), ("y", ctypes.c_void_p), ("y_stride", ctypes.c_int64),
            ("col_scale", ctypes.c_void_p), ("bias", ctypes.c_void_p)]
         + [(n, ctypes.c_int32) for n in
-           ("nm", "clamp_input", "inp_round", "out_round", "stop_on_clip", "pad0")]
+           ("nm", "clamp_input", "inp_round", "out_round", "stop_on_clip", "tie_fix")]
         + [(n, ctypes.c_float) for n in
-           ("reduction", "inp_step", "inp_lim", "out_noise", "out_lim", "pad1")]
-        + [("seed", ctypes.c_uint64)]
+           ("reduction", "red_step", "inp_step", "inp_lim", "out_noise", "out_step",
+            "out_bound", "out_lim")]
+        + [("seed", ctypes.c_uint64), ("noise_in", ctypes.c_void_p)]
     )
 
 
@@ -143,11 +144,11 @@ class KernelIO:
 
     noise_management: str  # "none", "abs_max" or "max"
     inp_step: float  # DAC step; 0: no input quantisation
-    inp_lim: float  # input bound in DAC levels (inf: none)
+    inp_bound: float  # input bound (inf: none)
     clamp_input: bool  # whether the input can exceed its bound (else the clamp is skipped)
     out_step: float  # ADC step; 0: no output quantisation
-    out_noise: float  # output noise std in ADC levels
-    out_lim: float  # output bound in ADC levels (inf: none)
+    out_bound: float  # output bound (inf: none)
+    out_noise: float  # output noise std (0: none)
     bound_management: bool  # a clipped pass will be redone: the kernel may stop it early
 
 
@@ -184,7 +185,8 @@ def draw_seed() -> int:
 
 def mvm(x: torch.Tensor, channels: tuple[int, int], kernel: tuple[int, int],
         stride: tuple[int, int], padding: tuple[int, int], tile: PackedTile, io: KernelIO,
-        reduction: float, out: torch.Tensor, seed: int) -> tuple[bool, bool]:
+        reduction: float, out: torch.Tensor, seed: int,
+        noise: torch.Tensor | None = None) -> tuple[bool, bool]:
     """One pass of the IO-managed MVM of ``tile`` over every patch of ``x``.
 
     Args:
@@ -194,6 +196,8 @@ def mvm(x: torch.Tensor, channels: tuple[int, int], kernel: tuple[int, int],
         out: (N * Ho * Wo, n_out) float32 with unit column stride (a column slice of a larger
             output is fine): receives the rescaled outputs plus the packed bias.
         seed: the output-noise seed of this pass (see :func:`draw_seed`).
+        noise: (rows, n_out) standard normals to add instead of the kernel's own draws (for
+            validation with a fixed noise), or None.
 
     Returns:
         (clipped, nonzero): whether an output hit the ADC bound; whether any input row had
@@ -205,8 +209,16 @@ def mvm(x: torch.Tensor, channels: tuple[int, int], kernel: tuple[int, int],
     k = kh * kw * (channels[1] - channels[0])
     if (x.dtype != torch.float32 or not x.is_contiguous() or x.device.type != "cpu"
             or tile.weight.shape[0] != k or out.shape != (n * ho * wo, tile.n_out)
-            or out.stride(1) != 1 or out.dtype != torch.float32):
+            or out.stride(1) != 1 or out.dtype != torch.float32
+            or (noise is not None and (noise.shape != out.shape or not noise.is_contiguous()
+                                       or noise.dtype != torch.float32))):
         raise ValueError("kernels.mvm: bad shapes, layout or dtype")
+    inp_step, out_step = io.inp_step or 1.0, io.out_step or 1.0
+    # a row's (abs-)max element lands on 1 / (reduction x step) levels: a tie when that is a
+    # half-integer (31.5 for aihwkit's 7-bit DAC after one bound-management halving)
+    top = 1.0 / (reduction * inp_step)
+    tie = (io.inp_step > 0 and io.noise_management != "none"
+           and abs(top % 1.0 - 0.5) <= 1e-6 * top)
     args = MvmArgs(
         x=x.data_ptr(), n=n, h=h, w=w, c=c, c0=channels[0], c1=channels[1], kh=kh, kw=kw,
         sh=sh, sw=sw, ph=ph, pw=pw, ho=ho, wo=wo, wt=tile.weight.data_ptr(), k=k,
@@ -214,9 +226,11 @@ def mvm(x: torch.Tensor, channels: tuple[int, int], kernel: tuple[int, int],
         col_scale=tile.col_scale.data_ptr(), bias=tile.bias.data_ptr(),
         nm=NOISE_MANAGEMENT[io.noise_management], clamp_input=io.clamp_input,
         inp_round=io.inp_step > 0, out_round=io.out_step > 0,
-        stop_on_clip=io.bound_management, reduction=reduction, inp_step=io.inp_step or 1.0,
-        inp_lim=io.inp_lim, out_noise=io.out_noise, out_lim=io.out_lim,
-        seed=seed & (2**64 - 1))
+        stop_on_clip=io.bound_management, tie_fix=tie, reduction=reduction,
+        red_step=reduction * inp_step, inp_step=inp_step, inp_lim=io.inp_bound / inp_step,
+        out_noise=io.out_noise / out_step, out_step=out_step, out_bound=io.out_bound,
+        out_lim=io.out_bound / out_step, seed=seed & (2**64 - 1),
+        noise_in=None if noise is None else noise.data_ptr())
     flags = library().hwsim_mvm(ctypes.byref(args))
     return bool(flags & 1), bool(flags & 2)
 
