@@ -149,7 +149,6 @@ class KernelIO:
     out_step: float  # ADC step; 0: no output quantisation
     out_bound: float  # output bound (inf: none)
     out_noise: float  # output noise std (0: none)
-    bound_management: bool  # a clipped pass will be redone: the kernel may stop it early
 
 
 @dataclass
@@ -185,7 +184,7 @@ def draw_seed() -> int:
 
 def mvm(x: torch.Tensor, channels: tuple[int, int], kernel: tuple[int, int],
         stride: tuple[int, int], padding: tuple[int, int], tile: PackedTile, io: KernelIO,
-        reduction: float, out: torch.Tensor, seed: int,
+        reduction: float, out: torch.Tensor, seed: int, *, redo_if_clipped: bool = False,
         noise: torch.Tensor | None = None) -> tuple[bool, bool]:
     """One pass of the IO-managed MVM of ``tile`` over every patch of ``x``.
 
@@ -196,6 +195,8 @@ def mvm(x: torch.Tensor, channels: tuple[int, int], kernel: tuple[int, int],
         out: (N * Ho * Wo, n_out) float32 with unit column stride (a column slice of a larger
             output is fine): receives the rescaled outputs plus the packed bias.
         seed: the output-noise seed of this pass (see :func:`draw_seed`).
+        redo_if_clipped: bound management will redo this pass if an output clips, so the
+            kernel may stop as soon as one does (``out`` is then incomplete).
         noise: (rows, n_out) standard normals to add instead of the kernel's own draws (for
             validation with a fixed noise), or None.
 
@@ -226,7 +227,7 @@ def mvm(x: torch.Tensor, channels: tuple[int, int], kernel: tuple[int, int],
         col_scale=tile.col_scale.data_ptr(), bias=tile.bias.data_ptr(),
         nm=NOISE_MANAGEMENT[io.noise_management], clamp_input=io.clamp_input,
         inp_round=io.inp_step > 0, out_round=io.out_step > 0,
-        stop_on_clip=io.bound_management, tie_fix=tie, reduction=reduction,
+        stop_on_clip=redo_if_clipped, tie_fix=tie, reduction=reduction,
         red_step=reduction * inp_step, inp_step=inp_step, inp_lim=io.inp_bound / inp_step,
         out_noise=io.out_noise / out_step, out_step=out_step, out_bound=io.out_bound,
         out_lim=io.out_bound / out_step, seed=seed & (2**64 - 1),
