@@ -244,47 +244,107 @@ static inline vi vmax_i(vi a, vi b) {
 #endif
 }
 
-/* running max keys of src[0:len]: whole vectors into *m, the rest into *ms */
-static inline void run_max(const float *restrict src, int64_t len, vi *m, int32_t *ms,
-                           int32_t nm) {
+/* the largest key among n floats */
+static int32_t max_key(const float *restrict v, int64_t n, int32_t nm) {
+    vi m = (vi){0} + INT32_MIN;
     int64_t i = 0;
-    vi acc = *m;
-    for (; i + VEC <= len; i += VEC) {
-        vi b = (vi)vload(src + i);
-        acc = vmax_i(acc, nm == 1 ? b & 0x7FFFFFFF : b ^ ((b >> 31) & 0x7FFFFFFF));
+    for (; i + VEC <= n; i += VEC) {
+        vi b = (vi)vload(v + i);
+        m = vmax_i(m, nm == 1 ? b & 0x7FFFFFFF : b ^ ((b >> 31) & 0x7FFFFFFF));
     }
-    *m = acc;
-    for (; i < len; i++) {
+    int32_t best = INT32_MIN;
+    for (int j = 0; j < VEC; j++)
+        best = m[j] > best ? m[j] : best;
+    for (; i < n; i++) {
         int32_t b;
-        memcpy(&b, src + i, 4);
+        memcpy(&b, v + i, 4);
         b = float_key(b, nm);
-        *ms = b > *ms ? b : *ms;
+        best = b > best ? b : best;
     }
+    return best;
+}
+
+/* A thread's cache of input rows reduced for noise management: for an input row, the key of
+   each output column's kw-pixel window in it (the max over the window's pixels of their
+   channels' keys; a window reaching into the padding includes its zeros' key, 0). Rows are
+   visited in order, so each input row is reduced about once instead of kh x kw times. */
+typedef struct {
+    int64_t slots, clock, img, oy; /* img, oy: the output row that `rows` belongs to */
+    int64_t *tag, *age;            /* which input row (img * h + iy) each slot holds, and when
+                                      it was last used */
+    int32_t *keys;                 /* slots x wo window keys */
+    int32_t *pixel;                /* w pixel keys (scratch) */
+    const int32_t **rows;          /* kh: the current output row's input rows, NULL: padding */
+} key_cache;
+
+static void cache_init(const mvm_args *restrict a, key_cache *kc) {
+    kc->slots = a->kh + a->sh;
+    kc->clock = 0;
+    kc->img = kc->oy = -1;
+    kc->tag = malloc(kc->slots * sizeof(int64_t));
+    kc->age = malloc(kc->slots * sizeof(int64_t));
+    kc->keys = malloc(kc->slots * a->wo * sizeof(int32_t));
+    kc->pixel = malloc(a->w * sizeof(int32_t));
+    kc->rows = malloc(a->kh * sizeof(int32_t *));
+    for (int64_t s = 0; s < kc->slots; s++)
+        kc->tag[s] = -1, kc->age[s] = 0;
+}
+
+static void cache_free(key_cache *kc) {
+    free(kc->tag);
+    free(kc->age);
+    free(kc->keys);
+    free(kc->pixel);
+    free(kc->rows);
+}
+
+/* the window keys of input row iy of image img (least recently used slot replaced) */
+static const int32_t *row_keys(const mvm_args *restrict a, key_cache *kc, int64_t img,
+                               int64_t iy) {
+    const int64_t tag = img * a->h + iy;
+    int64_t victim = 0;
+    for (int64_t s = 0; s < kc->slots; s++) {
+        if (kc->tag[s] == tag) {
+            kc->age[s] = ++kc->clock;
+            return kc->keys + s * a->wo;
+        }
+        if (kc->age[s] < kc->age[victim])
+            victim = s;
+    }
+    const int64_t cc = a->c1 - a->c0;
+    const float *row = a->x + (img * a->h + iy) * a->w * a->c + a->c0;
+    for (int64_t ix = 0; ix < a->w; ix++)
+        kc->pixel[ix] = max_key(row + ix * a->c, cc, a->nm);
+    int32_t *keys = kc->keys + victim * a->wo;
+    for (int64_t ox = 0; ox < a->wo; ox++) {
+        const int64_t ix0 = ox * a->sw - a->pw;
+        int32_t best = ix0 < 0 || ix0 + a->kw > a->w ? 0 : INT32_MIN;
+        for (int64_t kx = 0; kx < a->kw; kx++)
+            if (ix0 + kx >= 0 && ix0 + kx < a->w)
+                best = kc->pixel[ix0 + kx] > best ? kc->pixel[ix0 + kx] : best;
+        keys[ox] = best;
+    }
+    kc->tag[victim] = tag;
+    kc->age[victim] = ++kc->clock;
+    return keys;
 }
 
 /* the noise-management scale of the row at p */
-static float row_nm(const mvm_args *restrict a, pos_t p, int *nonzero) {
-    const int64_t cc = a->c1 - a->c0, run = a->kw * cc;
-    const int64_t ix0 = p.ox * a->sw - a->pw, iy0 = p.oy * a->sh - a->ph;
-    const int inside = ix0 >= 0 && ix0 + a->kw <= a->w && cc == a->c;
-    const int64_t ky0 = iy0 < 0 ? -iy0 : 0, ky1 = a->h - iy0 < a->kh ? a->h - iy0 : a->kh;
-    const float *base = a->x + (p.img * a->h * a->w) * a->c + a->c0;
-    int pads = ky0 > 0 || ky1 < a->kh || !(ix0 >= 0 && ix0 + a->kw <= a->w);
-    const int32_t lowest = a->nm == 2 && !pads ? INT32_MIN : 0;
-    vi m = (vi){0} + lowest;
-    int32_t best = lowest;
-    for (int64_t ky = ky0; ky < ky1; ky++) {
-        const float *src = base + ((iy0 + ky) * a->w + ix0) * a->c;
-        if (inside) {
-            run_max(src, run, &m, &best, a->nm);
-            continue;
+static float row_nm(const mvm_args *restrict a, key_cache *kc, pos_t p, int *nonzero) {
+    if (p.img != kc->img || p.oy != kc->oy) { /* a new output row: look its input rows up */
+        const int64_t iy0 = p.oy * a->sh - a->ph;
+        for (int64_t ky = 0; ky < a->kh; ky++) {
+            const int64_t iy = iy0 + ky;
+            kc->rows[ky] = iy < 0 || iy >= a->h ? NULL : row_keys(a, kc, p.img, iy);
         }
-        for (int64_t kx = 0; kx < a->kw; kx++)
-            if (ix0 + kx >= 0 && ix0 + kx < a->w)
-                run_max(src + kx * a->c, cc, &m, &best, a->nm);
+        kc->img = p.img;
+        kc->oy = p.oy;
     }
-    for (int i = 0; i < VEC; i++)
-        best = m[i] > best ? m[i] : best;
+    int32_t best = INT32_MIN;
+    for (int64_t ky = 0; ky < a->kh; ky++) {
+        const int32_t key = kc->rows[ky] ? kc->rows[ky][p.ox] : 0; /* padding: zeros */
+        best = key > best ? key : best;
+    }
     best = best >= 0 ? best : best ^ 0x7FFFFFFF;
     float nm;
     memcpy(&nm, &best, 4);
@@ -430,6 +490,8 @@ int hwsim_mvm(const mvm_args *restrict a) {
         float *noise = aligned_alloc(64, PANEL * npad * sizeof(float));
         vf acc[ROWS][2];
         float scales[PANEL];
+        key_cache kc;
+        cache_init(a, &kc);
         memset(buf, 0, PANEL * kpad * sizeof(float));
 #pragma omp for schedule(static)
         for (int64_t p = 0; p < panels; p++) {
@@ -438,7 +500,7 @@ int hwsim_mvm(const mvm_args *restrict a) {
             const int64_t r0 = p * PANEL, nr = rows - r0 < PANEL ? rows - r0 : PANEL;
             pos_t pos = row_pos(a, r0);
             for (int64_t r = 0; r < nr; r++, next_pos(a, &pos)) {
-                const float nm = a->nm ? row_nm(a, pos, &nonzero) : 1.0f;
+                const float nm = a->nm ? row_nm(a, &kc, pos, &nonzero) : 1.0f;
                 scales[r] = nm * a->reduction;
                 load_row(a, pos, dac_gain(a, nm), buf + r * kpad);
             }
@@ -464,6 +526,7 @@ int hwsim_mvm(const mvm_args *restrict a) {
         }
         free(buf);
         free(noise);
+        cache_free(&kc);
     }
     return clipped | ((nonzero || !a->nm) << 1);
 }
