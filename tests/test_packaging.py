@@ -56,6 +56,7 @@ def test_the_wheel_and_the_sdist_carry_every_preset_and_study(dist):
                 assert member.isfile()  # a real file, not a link out of the package
                 shipped = tar.extractfile(member).read()
                 assert shipped == (ROOT / folder / name).read_bytes()
+    assert "hwsim/engine/_mvm.c" in in_wheel  # the fused kernel's source, compiled on first use
 
 
 @pytest.mark.slow

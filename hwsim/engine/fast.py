@@ -23,14 +23,24 @@ level; the systematic one, each input row's largest element, rounds as in aihwki
 same noise distribution (independent draws, not the same random stream). Its speed comes
 from where the work is done:
 
-* conv inputs are unfolded in channels-last (ky, kx, c) order, where every patch row is
-  ``kh`` contiguous runs of memory (the tile weights are permuted to match), a few images at
-  a time so that the unfolded chunk, its quantised values and its outputs stay in cache;
-* the per-patch (abs-)max is a max-pool of the channel-wise (abs-)max map, never computed
-  from unfolded data;
-* the DAC and ADC steps are folded into the weights, so the input is quantised in place
-  (one multiply, one round) and the product lands in ADC-level units, with the output noise
-  added by the same ``addmm``.
+* on the CPU, a fused C kernel (:mod:`hwsim.engine.kernels`, built once per machine with
+  the system compiler) computes a tile's whole MVM in one pass: it gathers each conv patch
+  from the NHWC input, takes its (abs-)max, quantises it, multiplies, adds output noise
+  drawn in parallel by a counter-based generator (Philox, seeded from torch's generator, so
+  a seed still fixes every number), rounds, checks the bound, rescales and adds the bias,
+  in cache, without ever writing the unfolded input; a pass that clips stops at once when
+  bound management will redo it. Every setting but input noise runs there;
+* elsewhere (input noise, a CUDA device, tiles that cut through a conv's channels, no C
+  compiler) the eager path: conv inputs are unfolded in channels-last (ky, kx, c) order,
+  where every patch row is ``kh`` contiguous runs of memory (the tile weights are permuted
+  to match), a few images at a time so that the unfolded chunk, its quantised values and
+  its outputs stay in cache; the per-patch (abs-)max is a max-pool of the channel-wise
+  (abs-)max map; the DAC and ADC steps are folded into the weights, so the input is
+  quantised in place (one multiply, one round) and the product lands in ADC-level units,
+  with the output noise (torch's generator) added by the same ``addmm``.
+
+The two paths compute the same arithmetic with the same noise distribution, from different
+random streams.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwsim.devices import DevicePreset, ForwardSpec
+from hwsim.engine import kernels
 from hwsim.engine.aihwkit_engine import AihwkitEngine
 from hwsim.engine.tiles import LayerState, TileState, read_layers
 
@@ -65,6 +76,11 @@ def standard_normal(shape: tuple[int, ...], device: torch.device) -> torch.Tenso
     return torch.randn(shape, device=device)
 
 
+# The fused kernel draws its own normals (in parallel, counter-based, from a seed taken from
+# torch's generator) unless ``standard_normal`` has been replaced, when it adds that one's.
+_OWN_NORMALS = standard_normal
+
+
 class _IO:
     """The forward IO settings, resolved as aihwkit's torch tile (``AnalogMVM``) uses them."""
 
@@ -80,6 +96,11 @@ class _IO:
         self.max_bm_factor = max_bm_factor
         self.max_bm_reduction = max_bm_res / self.inp_step if self.inp_step > 0 else math.inf
         self.clamp_input = _input_may_exceed_bound(spec, self.inp_step)
+        # the fused CPU kernel computes every setting but input noise
+        self.kernel = None if spec.inp_noise > 0 else kernels.KernelIO(
+            noise_management=self.nm, inp_step=self.inp_step, inp_bound=self.inp_bound,
+            clamp_input=self.clamp_input, out_step=self.out_step, out_bound=self.out_bound,
+            out_noise=spec.out_noise)
 
     def dac_gain(self, nm: torch.Tensor, reduction: float) -> torch.Tensor:
         """Per input row, the factor that takes it to DAC levels: 1 / (nm x reduction x step).
@@ -177,14 +198,61 @@ class _FastAnalogLayer(nn.Module):
                     channels = (a // kk, b // kk)
             self.groups.append(_Group(a, b, tiles, channels, kernel, io))
         self.bias = state.bias
+        self._packed = None  # the tiles laid out for the fused kernel, on first use
 
     def _apply(self, fn, recurse=True):  # keep the groups' tensors on the module's device
         super()._apply(fn, recurse)
+        self._packed = None
         for g in self.groups:
             g.tiles = [(o0, o1, fn(w), fn(s)) for o0, o1, w, s in g.tiles]
         if self.bias is not None:
             self.bias = fn(self.bias)
         return self
+
+    def _kernel_ready(self, x: torch.Tensor) -> bool:
+        """Whether the fused CPU kernel computes this layer on ``x`` (else the eager path)."""
+        return (x.device.type == "cpu" and x.dtype == torch.float32
+                and self.io.kernel is not None and kernels.available())
+
+    def _run_kernel(self, x: torch.Tensor, channels, kernel, stride, padding,
+                    n_rows: int) -> torch.Tensor:
+        """:meth:`_run` on the fused kernel: ``x`` is (N, H, W, C) contiguous, ``channels``
+        gives each group's input channels; returns (n_rows, out_size)."""
+        io = self.io
+        single = len(self.groups) == 1 and len(self.groups[0].tiles) == 1
+        if self._packed is None:
+            ostep = io.out_step or 1.0
+            self._packed = [[kernels.pack_tile(w, ostep * s.expand(o1 - o0),
+                                               self.bias if single else None)
+                             for o0, o1, w, s in g.tiles] for g in self.groups]
+        out = (torch.empty if single else torch.zeros)(n_rows, self.out_size)
+        bias_added = False
+        for g, c, packed in zip(self.groups, channels, self._packed):
+            for (o0, o1, _, _), tile in zip(g.tiles, packed):
+                y = out if single else out.new_empty(n_rows, o1 - o0)
+                reduction = 1.0
+                while True:  # iterative bound management, batch-global as in aihwkit
+                    last = not io.bm or reduction > io.max_bm_factor \
+                        or reduction > io.max_bm_reduction
+                    noise = None if standard_normal is _OWN_NORMALS else \
+                        standard_normal((n_rows, o1 - o0), x.device)
+                    clipped, nonzero = kernels.mvm(
+                        x, c, kernel, stride, padding, tile, io.kernel, reduction, y,
+                        kernels.draw_seed(), redo_if_clipped=not last, noise=noise)
+                    if last or not clipped or not nonzero:
+                        break
+                    reduction *= 2.0
+                if not nonzero:  # every input vector zero: aihwkit returns zeros, no noise
+                    if single:
+                        out.zero_()
+                    break  # the group's other tiles see the same input
+                if single:
+                    bias_added = True
+                else:
+                    out[:, o0:o1] += y
+        if self.bias is not None and not bias_added:
+            out += self.bias
+        return out
 
     def _run(self, n_rows: int, n_chunks: int, chunk_rows, group_rows, group_nm,
              device) -> torch.Tensor:
@@ -278,6 +346,10 @@ class FastAnalogLinear(_FastAnalogLayer):
         shape = x.shape
         rows = x.reshape(-1, shape[-1])
         n = len(rows)
+        if self._kernel_ready(x):  # rows as 1x1 images of shape[-1] channels
+            out = self._run_kernel(rows.contiguous().view(n, 1, 1, -1),
+                                   [(g.a, g.b) for g in self.groups], (1, 1), (1, 1), (0, 0), n)
+            return out.reshape(*shape[:-1], -1)
         per = max(1, _chunk_limit(x.device) // rows.shape[1])
         chunks = [(r0, min(n, r0 + per)) for r0 in range(0, n, per)]
 
@@ -325,6 +397,12 @@ class FastAnalogConv2d(_FastAnalogLayer):
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
         ho, wo = (h + 2 * ph - kh) // sh + 1, (w_ + 2 * pw - kw) // sw + 1
         per_image = ho * wo
+        if self._kernel_ready(x) and all(g.channels is not None for g in self.groups):
+            # the fused kernel gathers each patch from the NHWC input itself
+            out = self._run_kernel(x.permute(0, 2, 3, 1).contiguous(),
+                                   [g.channels for g in self.groups], self.kernel,
+                                   self.stride, self.padding, n * per_image)
+            return out.view(n, ho, wo, self.out_channels).permute(0, 3, 1, 2)
         hp, wp = h + 2 * ph, w_ + 2 * pw
         if ph or pw:  # zero-padded NHWC copy (a plain copy when x is channels-last)
             xp = x.new_zeros(n, hp, wp, c)
