@@ -32,7 +32,8 @@ def convert(ckpt: Checkpoint, preset: DevicePreset, bn_mode: str = "keep",
             ``none`` and the note says so.
 
     Raises:
-        CheckpointError: ``ckpt`` is already analog.
+        CheckpointError: ``ckpt`` is already analog, or its weights do not fit its
+            architecture (a missing or extra key, a wrong shape).
     """
     check_bn_mode(bn_mode)
     if ckpt.kind != "digital":
@@ -40,6 +41,7 @@ def convert(ckpt: Checkpoint, preset: DevicePreset, bn_mode: str = "keep",
             f"the checkpoint is already analog (preset {ckpt.preset.get('name')!r}, BN "
             f"{ckpt.bn_mode}); convert the digital checkpoint it came from"
         )
+    ckpt.check_weights()  # refuse weights that do not fit before anything is written
     note = ""
     state = ckpt.state_dict
     if not ckpt.bn:
