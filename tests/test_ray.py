@@ -4,6 +4,7 @@ the driver is killed, complete after a worker is killed; bad options give one li
 One local Ray instance (2 CPUs) serves the whole module: starting Ray costs seconds.
 """
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -120,24 +121,28 @@ def test_driver_killed_then_resumed_on_ray_gives_the_uninterrupted_cells(cluster
     run_dir = tmp_path / "killed"
     # the trained checkpoints without their records: the killed run evaluates them on Ray
     shutil.copytree(local_run / "checkpoints", run_dir / "checkpoints")
-    cmd = [sys.executable, "-m", "hwsim", "study", "run", str(study_file), "--out",
-           str(run_dir), "--no-report", "--executor", "ray"]
+    args = ["study", "run", str(study_file), "--out", str(run_dir), "--no-report",
+            "--executor", "ray", "--address", cluster]
     # a cluster started by ray.init() asks for its token from clients given its address
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "token"}
-    driver = subprocess.Popen([*cmd, "--address", cluster], env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and driver.poll() is None and _count(run_dir / STORE_NAME) < 2:
-        time.sleep(0.05)
-    assert driver.poll() is None, "the run finished before it could be killed"
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
+    driver = subprocess.Popen([sys.executable, "-m", "hwsim", *args], env=env,
+                              start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while driver.poll() is None and _count(run_dir / STORE_NAME) < 2:
+            assert time.monotonic() < deadline, "no cell committed in 120 s"
+            time.sleep(0.05)
+        assert driver.poll() is None, "the run finished before it could be killed"
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # gone already: the assert says why
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
     kept = cells(run_dir)
     assert 2 <= len(kept) < CELLS
-    # without --address: a local Ray instance of its own, started and stopped by the run
-    resumed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300,
-                             start_new_session=True)
-    assert resumed.returncode == 0, resumed.stderr
+    # the same command, here (this process's connection to the cluster, warm workers)
+    resumed = CliRunner().invoke(cli, args)
+    assert resumed.exit_code == 0, resumed.output
     assert f"{len(kept)} already in the store, {CELLS - len(kept)} to compute" in resumed.stderr
     assert f"{CELLS - len(kept)} cells computed, {len(kept)} resumed" in resumed.stdout
     assert cells(run_dir) == cells(local_run)
@@ -245,16 +250,45 @@ def test_without_ray_installed_one_line_says_how_to_install_it(study_file, tmp_p
 
 
 class FakeCluster:
-    """What RayExecutor reads of a cluster: its nodes' resources (a GPU cluster, here)."""
+    """What RayExecutor reads of a cluster: its nodes' resources (a GPU cluster, here), and
+    whether this process started it."""
 
     def __init__(self, *nodes: dict):
         self._nodes = [{"Alive": True, "Resources": r} for r in nodes]
+        self.started = None  # ray.init's arguments
+        self.running = False
 
     def nodes(self):
         return self._nodes
 
     def remote(self, fn):
         return fn
+
+    def is_initialized(self):
+        return self.running
+
+    def init(self, **kw):
+        self.started, self.running = kw, True
+
+    def shutdown(self):
+        self.running = False
+
+
+@pytest.mark.parametrize("cpus", [None, 64], ids=["fits", "too-big"])
+def test_without_an_address_the_run_starts_a_local_ray_and_stops_it(monkeypatch, cpus):
+    from hwsim.errors import ConfigError
+
+    fake = FakeCluster({"CPU": 2.0})
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    if cpus is None:
+        executor = RayExecutor.connect(None, device="cpu")
+        assert executor.owned and fake.running
+        executor.close()
+    else:  # a task no node can run: the instance just started is stopped again
+        with pytest.raises(ConfigError, match="--cpus-per-task 64: no node"):
+            RayExecutor.connect(None, cpus_per_task=cpus, device="cpu")
+    assert fake.started["address"] == "local" and not fake.running
 
 
 GPU_NODES = ({"CPU": 16.0, "GPU": 4.0}, {"CPU": 8.0})
