@@ -12,7 +12,7 @@ round then copies that base without its cells and runs the inference stage twice
 executor, alternating which goes first, so that the load of a shared machine falls on both
 alike; the medians over the rounds are reported. Every run's cells are checked equal.
 
-    .venv/bin/python benchmarks/bench_executors.py [--study experiments/quick.yaml]
+    .venv/bin/python benchmarks/bench_executors.py [--study quick]
         [--run-dir runs/bench-executors] [--repeats 2] [--rounds 3] [--cpus-per-task C]
         [--arch cnn] [--train-subset N] [--epochs E] [--json out.json]
 
@@ -84,7 +84,7 @@ def run_once(kind: str, study, run_dir: Path, cpus_per_task: float | None) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--study", default="experiments/quick.yaml")
+    parser.add_argument("--study", default="quick")
     parser.add_argument("--run-dir", default="runs/bench-executors", type=Path)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)

@@ -382,7 +382,9 @@ def run_study(
     elif device not in DEVICES:  # elsewhere each worker resolves it on its own machine
         raise ConfigError(f"unknown compute device {device!r}; choose one of: "
                           f"{', '.join(DEVICES)}")
-    settings = UnitSettings(study.data_dir, device, engine)
+    # absolute: a Ray worker's working folder is not this one
+    data_dir = str(Path(study.data_dir).resolve()) if study.data_dir else None
+    settings = UnitSettings(data_dir, device, engine)
     check_writable(run_dir, folder=True, what="the run folder")
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     with Store(run_dir / STORE_NAME) as store:  # closed on every exit, Ctrl-C included
