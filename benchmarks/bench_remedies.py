@@ -8,7 +8,7 @@ is the epoch's; the ratio of the medians is reported. Recalibration: on one prog
 interleaved; ratio of medians and seconds of each.
 
     .venv/bin/python benchmarks/bench_remedies.py [--dataset digits] [--arch cnn]
-        [--batch-size 32] [--train-subset N] [--rounds 5] [--eta 0.06] [--clip 2]
+        [--data-dir DIR] [--batch-size 32] [--train-subset N] [--rounds 5] [--eta 0.06] [--clip 2]
         [--preset pcm] [--engine fast] [--calib 512] [--compute-device cpu] [--json out.json]
 """
 
@@ -79,6 +79,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="digits")
+    ap.add_argument("--data-dir", default=None)
     ap.add_argument("--arch", default="cnn")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--train-subset", type=int, default=None)
@@ -96,7 +97,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = load_dataset(args.dataset)
+    data = load_dataset(args.dataset, args.data_dir)
     out = {"args": vars(args), "threads": torch.get_num_threads()}
     if not args.skip_hwa:
         out["hwa"] = hwa_ratio(args, data)
