@@ -7,7 +7,10 @@ fast engine, for the presets pcm, pcm-weights-only and gaussian. Each configurat
 its own process, so its peak memory (max RSS) is its own. Warm-up batches are excluded.
 
     .venv/bin/python benchmarks/bench_engine.py [--batch 500] [--batches 3] [--torch-tile]
-        [--validate] [--json out.json]
+        [--only fast:pcm ...] [--validate] [--json out.json]
+
+It also reports the fast engine's fused-kernel build: compiled once per machine into the
+cache (timed here in a fresh cache directory), then loaded from it by every later process.
 
 --validate adds the longer engine validation: a cnn trained on the digits dataset, 30
 Monte-Carlo repeats per preset with the fast engine and with aihwkit's torch tiles (same
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -86,6 +90,24 @@ def run_one(engine: str, preset: str, batch: int, batches: int) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def kernel_build() -> dict:
+    """Seconds to compile the fused kernel (fresh cache) and to load it from the cache, each
+    in a new process."""
+    import tempfile
+
+    code = ("from hwsim.engine import kernels; kernels.library(); "
+            "print(kernels.build_seconds)")
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "HWSIM_CACHE_DIR": cache}
+        for what in ("compile_seconds", "load_seconds"):
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                  check=True, env=env)
+            value = proc.stdout.strip().splitlines()[-1]
+            out[what] = None if value == "None" else float(value)
+    return out
+
+
 def validate(repeats: int = 30) -> list[dict]:
     """Fast vs aihwkit accuracy distributions on a trained model (same programmed chips)."""
     from hwsim.convert import convert
@@ -99,7 +121,7 @@ def validate(repeats: int = 30) -> list[dict]:
     trained = train(TrainConfig("cnn", True, "digits", epochs=3, batch_size=32), data,
                     progress=False)
     rows = []
-    for name in ("pcm", "reram", "pcm-weights-only", "ideal"):
+    for name in ("pcm", "pcm-column", "reram", "pcm-weights-only", "ideal"):
         analog = convert(trained.checkpoint, load_preset(name), "keep").checkpoint
         for engine in ("aihwkit", "fast"):
             settings = InferSettings(times=(1.0, 86400.0, 31536000.0), repeats=repeats,
@@ -117,6 +139,8 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=5)
     ap.add_argument("--torch-tile", action="store_true",
                     help="also time aihwkit's torch tiles with pcm (about 13 s per batch)")
+    ap.add_argument("--only", nargs="+", metavar="ENGINE:PRESET",
+                    help="time only these rows (e.g. digital:- fast:pcm)")
     ap.add_argument("--validate", action="store_true")
     ap.add_argument("--json", default=None)
     ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
@@ -129,6 +153,9 @@ def main() -> None:
     configs = list(CONFIGS)
     if args.torch_tile:
         configs.append(("aihwkit", "pcm"))
+    if args.only:
+        configs = [tuple(c.split(":", 1)) for c in args.only]
+    build = kernel_build()
     results = []
     for engine, preset in configs:
         proc = subprocess.run([sys.executable, __file__, "--batch", str(args.batch), "--batches",
@@ -149,7 +176,12 @@ def main() -> None:
               f"{r['ratio_digital_channels_last']:15.2f} {r['peak_rss_mb']:12.0f}")
     print("x digital: against the digital model on NCHW batches (the plain PyTorch forward); "
           "x digital (CL): on channels-last batches, the layout hwsim feeds every engine.")
-    out = {"speed": results}
+    if build["compile_seconds"] is None:
+        print("fused kernel: unavailable (no working C compiler): the fast engine ran eagerly")
+    else:
+        print(f"fused kernel: compiled in {build['compile_seconds']:.2f} s (once per machine); "
+              f"later processes load it from the cache in {build['load_seconds']:.3f} s")
+    out = {"speed": results, "kernel_build": build}
     if args.validate:
         rows = validate()
         print("\nValidation: cnn on digits (450 test images), 30 repeats, same programmed chips")

@@ -79,12 +79,24 @@ class Checkpoint:
         Raises:
             CheckpointError: the weights do not fit the architecture.
         """
+        return self._load_into(self._empty_model()).eval()
+
+    def check_weights(self) -> None:
+        """CheckpointError unless the weights fit the architecture: every key, no extra key,
+        every shape (strict loading into a model on torch's meta device: no memory, no
+        random numbers drawn)."""
+        with torch.device("meta"):
+            model = self._empty_model()
+        self._load_into(model, assign=True)  # assign: a meta model cannot copy values
+
+    def _empty_model(self) -> nn.Module:
         model = create_model(self.arch, bn=self.bn, num_classes=self.num_classes,
                              in_channels=self.in_channels, input_size=self.input_size)
-        if self.folded:
-            model = fold_bn(model)
+        return fold_bn(model) if self.folded else model
+
+    def _load_into(self, model: nn.Module, assign: bool = False) -> nn.Module:
         try:
-            model.load_state_dict(self.state_dict, strict=True)
+            model.load_state_dict(self.state_dict, strict=True, assign=assign)
         except RuntimeError as e:
             first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
             raise CheckpointError(
@@ -92,7 +104,7 @@ class Checkpoint:
                 f"({'with' if self.bn else 'without'} BN, {self.num_classes} classes, "
                 f"{self.in_channels} input channels): {first}"
             ) from None
-        return model.eval()
+        return model
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -181,6 +193,10 @@ def load_checkpoint(
             raise CheckpointError(f"{path}: malformed hwsim checkpoint ({e})") from None
         if ckpt.kind not in KINDS:
             raise CheckpointError(f"{path}: unknown checkpoint kind {ckpt.kind!r}")
+        try:
+            ckpt.check_weights()  # a checkpoint that loads is one whose weights fit
+        except HwsimError as e:
+            raise CheckpointError(f"{path}: {e}") from None
         return ckpt
     state = _plain_state_dict(obj)
     if state is None:
@@ -201,7 +217,7 @@ def load_checkpoint(
                            "std": list(dataset_info(dataset).std)},
             state_dict=state,
         )
+        ckpt.check_weights()  # fail now, with a clear message, if the weights do not fit
     except HwsimError as e:
         raise CheckpointError(f"{path}: {e}") from None
-    ckpt.build_model()  # fail now, with a clear message, if the weights do not fit
     return ckpt

@@ -52,6 +52,13 @@ def main() -> None:
     cli()
 
 
+def _compute_device_option(help_text: str):
+    """``--compute-device auto|cpu|cuda``: the torch device (``--device`` is a preset)."""
+    return click.option("--compute-device", default="auto", show_default=True,
+                        type=click.Choice(["auto", "cpu", "cuda"]),
+                        help=help_text + " auto: CUDA when present, else the CPU.")
+
+
 # ----------------------------------------------------------------------------- models
 
 
@@ -105,12 +112,13 @@ def models_cmd() -> None:
               metavar="CKPT",
               help="Fine-tune from this digital checkpoint (same architecture, BN and "
                    "dataset) instead of a random initialisation.")
-@click.option("--device", "device", default="auto", show_default=True,
-              type=click.Choice(["auto", "cpu", "cuda"]), help="Where to train.")
+@_compute_device_option("Where to train.")
+@click.option("--device", "preset", default=None, hidden=True,
+              help="Not a training option (a device preset); kept to say so.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Checkpoint path [default: ARCH[-nobn]-DATASET[-hwaETA].pt].")
 def train_cmd(arch, bn, dataset, data_dir, epochs, batch_size, lr, grad_clip, weight_decay, seed,
-              train_subset, hwa_noise, hwa_clip, init, device, out) -> None:
+              train_subset, hwa_noise, hwa_clip, init, compute_device, preset, out) -> None:
     """Train a model on a dataset and write a checkpoint.
 
     With --hwa-noise (and --hwa-clip, --init) the training is hardware-aware, as aihwkit's
@@ -118,23 +126,35 @@ def train_cmd(arch, bn, dataset, data_dir, epochs, batch_size, lr, grad_clip, we
     """
     from hwsim.checkpoint import save_checkpoint
     from hwsim.data import load_dataset
+    from hwsim.errors import ConfigError
     from hwsim.models import check_arch
-    from hwsim.train import TrainConfig, train
+    from hwsim.runtime import check_writable, resolve_device
+    from hwsim.train import TrainConfig, not_learned_warning, train
 
+    if preset is not None:
+        raise ConfigError("--device names a device preset (hwsim convert/infer); to choose where "
+                          f"to train, use --compute-device {preset}")
     check_arch(arch)
+    resolve_device(compute_device)
+    hwa = f"-hwa{hwa_noise:g}" if hwa_noise else ""
+    out = out or Path(f"{arch}{'' if bn else '-nobn'}-{dataset}{hwa}.pt")
+    check_writable(out)  # before training, not after
     data = load_dataset(dataset, data_dir)
     config = TrainConfig(arch=arch, bn=bn, dataset=dataset, epochs=epochs, batch_size=batch_size,
                          lr=lr, grad_clip=grad_clip, weight_decay=weight_decay, seed=seed,
                          train_subset=train_subset, hwa_noise=hwa_noise, hwa_clip=hwa_clip,
                          init=None if init is None else str(init))
-    result = train(config, data, device=device)
-    hwa = f"-hwa{hwa_noise:g}" if hwa_noise else ""
-    out = out or Path(f"{arch}{'' if bn else '-nobn'}-{dataset}{hwa}.pt")
+    result = train(config, data, device=compute_device)
     save_checkpoint(result.checkpoint, out)
     how = f" hardware-aware (noise {hwa_noise:g} x max|W|)" if hwa_noise else ""
-    click.echo(f"{arch} {'with' if bn else 'without'} BN on {dataset}{how}: test accuracy "
-               f"{100 * result.test_accuracy:.2f}% after {epochs} epoch(s) "
-               f"in {result.seconds:.0f} s -> {out}")
+    what = f"{arch} {'with' if bn else 'without'} BN on {dataset}"
+    click.echo(f"{what}{how}: test accuracy {100 * result.test_accuracy:.2f}% after {epochs} "
+               f"epoch(s) in {result.seconds:.0f} s -> {out}")
+    warning = not_learned_warning(
+        what, result.test_accuracy, data.num_classes,
+        fix="train it longer (--epochs) or with another learning rate (--lr, e.g. half)")
+    if warning:
+        click.echo(warning, err=True)
 
 
 # ----------------------------------------------------------------------------- devices
@@ -150,7 +170,10 @@ def devices_cmd(ctx) -> None:
 
     for name in list_presets():
         p = load_preset(name)
+        m = p.mapping
         click.echo(f"{name:<18} {p.description}")
+        click.echo(f"{'':<18} mapping: {m.label}; tiles of at most "
+                   f"{m.max_input_size} inputs x {m.max_output_size} outputs")
         click.echo(f"{'':<18} source: {p.source}")
 
 
@@ -209,9 +232,11 @@ def _preset(device: str, eta: float | None):
 def convert_cmd(model_path, arch, dataset, device, bn_mode, eta, out) -> None:
     """Map a trained model onto analog tiles of a device preset (writes an analog checkpoint)."""
     from hwsim.convert import convert_file
+    from hwsim.runtime import check_writable
 
     preset = _preset(device, eta)
     out = out or model_path.with_name(f"{model_path.stem}-{preset.name}-{bn_mode}.pt")
+    check_writable(out)
     conv = convert_file(model_path, preset, bn_mode, out, arch=arch, dataset=dataset)
     if conv.note:
         click.echo(conv.note)
@@ -248,8 +273,7 @@ def convert_cmd(model_path, arch, dataset, device, bn_mode, eta, out) -> None:
               help="Simulation engine: fast, aihwkit (reference, seedable torch tiles) or "
                    "aihwkit-cpp (C++ tiles, not seedable) [default: fast].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
-@click.option("--compute-device", default="auto", show_default=True,
-              type=click.Choice(["auto", "cpu", "cuda"]), help="Where to run.")
+@_compute_device_option("Where to run.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write every (t, repeat) result with its metadata (.json or .csv).")
 def infer_cmd(model_path, arch, device, bn_mode, calib_size, eta, times, repeats, seed, dataset,
@@ -261,9 +285,18 @@ def infer_cmd(model_path, arch, device, bn_mode, calib_size, eta, times, repeats
     from hwsim.devices import parse_times
     from hwsim.engine import DEFAULT_ENGINE
     from hwsim.errors import ConfigError
-    from hwsim.infer import InferSettings, check_dataset, format_table, run_inference, write_results
+    from hwsim.infer import (
+        InferSettings,
+        check_dataset,
+        check_results_path,
+        format_table,
+        run_inference,
+        write_results,
+    )
     from hwsim.recalibrate import DEFAULT_CALIB_SIZE
 
+    if out is not None:
+        check_results_path(out)  # before the run, not after it
     settings = InferSettings(times=tuple(parse_times(times)), repeats=repeats, seed=seed,
                              test_subset=test_subset, engine=engine or DEFAULT_ENGINE,
                              batch_size=batch_size, calib_size=calib_size or DEFAULT_CALIB_SIZE)
@@ -304,25 +337,27 @@ def study_cmd() -> None:
 
 
 @study_cmd.command("run")
-@click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("study_file", metavar="STUDY")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder (checkpoints/, results.sqlite, report) [default: runs/NAME].")
 @click.option("--engine", default=None,
               help="Override the study's engine (fast, aihwkit, aihwkit-cpp).")
-@click.option("--compute-device", default="auto", show_default=True,
-              type=click.Choice(["auto", "cpu", "cuda"]))
+@_compute_device_option("Where to train and infer.")
 @click.option("--report/--no-report", default=True, show_default=True,
               help="Write the HTML and Markdown report when the run completes.")
 def study_run_cmd(study_file, out, engine, compute_device, report) -> None:
-    """Train, convert and infer every cell of STUDY_FILE not yet in the store, then report.
+    """Train, convert and infer every cell of STUDY not yet in the store, then report.
 
-    Interrupt it at any time (Ctrl-C, or even kill -9): rerunning the same command resumes
-    where it stopped, and a changed study file computes only what is new.
+    STUDY is a study file, or the name of a study shipped with hwsim (e.g. quick; see
+    'hwsim study list'). Interrupt it at any time (Ctrl-C, or even kill -9): rerunning the
+    same command resumes where it stopped, and a changed study file computes only what is new.
     """
+    from hwsim.runtime import check_writable
     from hwsim.study import format_status, load_study, run_study
 
     study = load_study(study_file)
     out = out or Path("runs") / study.name
+    check_writable(out, folder=True)
     run = run_study(study, out, engine=engine, device=compute_device,
                     log=lambda msg: click.echo(msg, err=True))
     click.echo(format_status(run.stages))
@@ -334,6 +369,17 @@ def study_run_cmd(study_file, out, engine, compute_device, report) -> None:
 
         for path in write_report(out):
             click.echo(f"report -> {path}")
+
+
+@study_cmd.command("list")
+def study_list_cmd() -> None:
+    """List the studies shipped with hwsim (run one by name: hwsim study run NAME)."""
+    from hwsim.study import load_study, shipped_studies
+
+    for name in shipped_studies():
+        study = load_study(name)
+        click.echo(f"{name:<16} {' '.join(study.description.split())}")
+        click.echo(f"{'':<16} {study.path}")
 
 
 @study_cmd.command("status")
@@ -356,6 +402,9 @@ def study_status_cmd(run_dir) -> None:
 def report_cmd(run_dir, formats, out) -> None:
     """Write the comparison report of a study run from its results store alone."""
     from hwsim.report import write_report
+    from hwsim.runtime import check_writable
+
+    check_writable(out or run_dir, folder=True)
 
     for path in write_report(run_dir, tuple(f.strip() for f in formats.split(",") if f.strip()),
                              out):

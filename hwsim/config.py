@@ -121,6 +121,9 @@ def _build(cls: type, data: Any, where: _Where) -> Any:
     try:
         return cls(**kwargs)
     except ValueError as e:  # a dataclass's __post_init__ checks (ranges, consistency)
+        key, sep, message = str(e).partition(": ")
+        if sep and key.split(".")[0] in fields:  # "field: message" names the key
+            raise where.key(key).error(message) from None
         raise where.error(str(e)) from None
 
 
@@ -128,7 +131,8 @@ def build(cls: type, data: Any, file: str | Path) -> Any:
     """Validate ``data`` (a mapping read from ``file``) into dataclass ``cls``.
 
     Nested dataclass fields take nested mappings; list-typed fields come back as tuples.
-    ``__post_init__`` may raise ValueError("key: message") for checks across fields.
+    ``__post_init__`` may raise ValueError("key: message") for checks across fields, ``key``
+    a field of the dataclass that raises it (the error then names its full path).
 
     Raises:
         ConfigError: ``"<file>: <key.path>: <what is wrong; what is allowed>"``.

@@ -36,7 +36,8 @@ def convert(ckpt: Checkpoint, preset: DevicePreset, bn_mode: str = "keep",
             ``fold`` are recorded as ``none`` (the note says that ``fold`` did nothing).
 
     Raises:
-        CheckpointError: ``ckpt`` is already analog.
+        CheckpointError: ``ckpt`` is already analog, or its weights do not fit its
+            architecture (a missing or extra key, a wrong shape).
         ConfigError: ``recal`` for a model without BN.
     """
     check_bn_mode(bn_mode)
@@ -45,6 +46,7 @@ def convert(ckpt: Checkpoint, preset: DevicePreset, bn_mode: str = "keep",
             f"the checkpoint is already analog (preset {ckpt.preset.get('name')!r}, BN "
             f"{ckpt.bn_mode}); convert the digital checkpoint it came from"
         )
+    ckpt.check_weights()  # refuse weights that do not fit before anything is written
     note = ""
     state = ckpt.state_dict
     if not ckpt.bn:

@@ -20,6 +20,7 @@ This is the only module that turns a preset into aihwkit's configuration objects
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +28,22 @@ from typing import Any, Literal
 
 from hwsim.config import build, load, to_plain
 from hwsim.errors import ConfigError, SimulationError
+from hwsim.resources import shipped_dir
 
 NoiseModelType = Literal["none", "pcm", "reram-cmo", "reram-wan2022"]
 
+# aihwkit's ReRamCMONoiseModel: minimal conductance (uS), the value of a tile's smallest weight.
+RERAM_CMO_G_MIN = 9.0
 # ReRamWan2022NoiseModel's polynomial fits exist only at these times (seconds).
 WAN2022_TIMES = (1.0, 86400.0, 172800.0)
+
+
+def _check_finite(spec) -> None:
+    """ValueError naming the first number of ``spec`` that is NaN or infinite (.nan, .inf)."""
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{f.name}: must be a finite number, got {value}")
 
 
 @dataclass(frozen=True)
@@ -46,13 +58,18 @@ class NoiseModelSpec:
     acceptance_range: float = 0.2  # reram-cmo: program-and-verify acceptance range, % (0.2 or 2)
 
     def __post_init__(self):
+        _check_finite(self)
         for name in ("prog_noise_scale", "read_noise_scale", "drift_scale"):
             if getattr(self, name) < 0:
-                raise ValueError(f"noise_model.{name}: must be >= 0, got {getattr(self, name)}")
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.g_max is not None and self.g_max <= 0:
-            raise ValueError(f"noise_model.g_max: must be > 0, got {self.g_max}")
+            raise ValueError(f"g_max: must be > 0, got {self.g_max}")
         if self.acceptance_range not in (0.2, 2.0):
-            raise ValueError("noise_model.acceptance_range: choose 0.2 or 2")
+            raise ValueError("acceptance_range: choose 0.2 or 2")
+        if self.type == "reram-cmo" and self.g_max is not None and self.g_max <= RERAM_CMO_G_MIN:
+            raise ValueError(
+                f"g_max: reram-cmo maps weights onto [g_min, g_max] with aihwkit's g_min = "
+                f"{RERAM_CMO_G_MIN:g} uS: g_max must exceed it, got {self.g_max:g}")
 
 
 @dataclass(frozen=True)
@@ -70,9 +87,18 @@ class ForwardSpec:
     bound_management: Literal["iterative", "none"] = "iterative"
 
     def __post_init__(self):
+        _check_finite(self)
         for name in ("inp_res", "inp_bound", "inp_noise", "out_res", "out_bound", "out_noise"):
             if getattr(self, name) < 0:
-                raise ValueError(f"forward.{name}: must be >= 0, got {getattr(self, name)}")
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        # A bound of 0 means "unbounded" to aihwkit, but its quantiser's step is res x 2 x
+        # bound: a zero step turns every value into NaN.
+        for side, what in (("inp", "DAC"), ("out", "ADC")):
+            if getattr(self, f"{side}_bound") == 0 and getattr(self, f"{side}_res") > 0:
+                raise ValueError(
+                    f"{side}_bound: 0 (unbounded) cannot be combined with {side}_res > 0: "
+                    f"aihwkit's {what} step is {side}_res x 2 x {side}_bound, so every value "
+                    f"would become NaN; give a positive {side}_bound or set {side}_res: 0")
 
 
 @dataclass(frozen=True)
@@ -92,11 +118,26 @@ class MappingSpec:
     weight_scaling_columnwise: bool = False
     digital_bias: bool = True
 
+    @property
+    def label(self) -> str:
+        """``"per-tile, omega 1"``, ``"per-column, omega 0.8"`` or ``"unscaled (omega 0)"``."""
+        if self.weight_scaling_omega == 0:
+            return "unscaled (omega 0)"
+        kind = "per-column" if self.weight_scaling_columnwise else "per-tile"
+        return f"{kind}, omega {self.weight_scaling_omega:g}"
+
     def __post_init__(self):
-        if self.max_input_size < 1 or self.max_output_size < 1:
-            raise ValueError("mapping.max_input_size/max_output_size: must be >= 1")
+        _check_finite(self)
+        for name in ("max_input_size", "max_output_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.weight_scaling_omega < 0:
-            raise ValueError("mapping.weight_scaling_omega: must be >= 0")
+            raise ValueError(f"weight_scaling_omega: must be >= 0, got {self.weight_scaling_omega}")
+        if not self.digital_bias:
+            raise ValueError(
+                "digital_bias: false (a bias on the analog tile) is not supported: aihwkit's "
+                "torch tile, on which the fast and aihwkit engines run, keeps biases digital; "
+                "set digital_bias: true (or leave it out)")
 
 
 @dataclass(frozen=True)
@@ -107,8 +148,9 @@ class WeightNoiseSpec:
     eta: float
 
     def __post_init__(self):
+        _check_finite(self)
         if self.eta < 0:
-            raise ValueError(f"weight_noise.eta: must be >= 0, got {self.eta}")
+            raise ValueError(f"eta: must be >= 0, got {self.eta}")
 
 
 @dataclass(frozen=True)
@@ -162,9 +204,9 @@ class DevicePreset:
 
 
 def presets_dir() -> Path:
-    """``$HWSIM_DEVICE_CONFIGS``, else ``device_configs/`` of the source tree."""
+    """``$HWSIM_DEVICE_CONFIGS``, else the presets shipped with hwsim (``device_configs/``)."""
     env = os.environ.get("HWSIM_DEVICE_CONFIGS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "device_configs"
+    return Path(env) if env else shipped_dir("device_configs")
 
 
 def list_presets() -> list[str]:
@@ -224,12 +266,30 @@ def parse_time(text: str) -> float:
     return value
 
 
-def parse_times(text: str) -> list[float]:
-    """``"1s,1h,1d"`` -> sorted unique seconds."""
-    parts = [p for p in str(text).split(",") if p.strip()]
-    if not parts:
-        raise ConfigError("no inference time given; e.g. --t-inference 1s,1h,1d,1y")
-    return sorted({parse_time(p) for p in parts})
+def parse_times(text: str, option: str = "--t-inference") -> list[float]:
+    """``"1s,1h,1d"`` -> sorted seconds.
+
+    Raises:
+        ConfigError: naming ``option`` and the entry: an empty entry (``1d,,1y``), a bad
+            time, or a time given twice (``1d,86400``).
+    """
+    parts = [p.strip() for p in str(text).split(",")]
+    if not any(parts):
+        raise ConfigError(f"{option}: no inference time given; e.g. {option} 1s,1h,1d,1y")
+    seen: dict[float, str] = {}
+    for i, part in enumerate(parts, 1):
+        if not part:
+            raise ConfigError(f"{option} {text}: entry {i} is empty; separate the times by "
+                              "single commas, e.g. 1s,1h,1d,1y")
+        try:
+            seconds = parse_time(part)
+        except ConfigError as e:
+            raise ConfigError(f"{option}: {e}") from None
+        if seconds in seen:
+            same = "" if part == seen[seconds] else f" ({part} = {seen[seconds]})"
+            raise ConfigError(f"{option} {text}: {part!r} is given twice{same}")
+        seen[seconds] = part
+    return sorted(seen)
 
 
 def format_time(seconds: float | None) -> str:

@@ -30,7 +30,7 @@ from hwsim.engine import DEFAULT_ENGINE, create_engine, derive_seed
 from hwsim.errors import CheckpointError, ConfigError
 from hwsim.evaluate import evaluate
 from hwsim.recalibrate import DEFAULT_CALIB_SIZE, calibration_sample, recalibrate_bn
-from hwsim.runtime import atomic_write, resolve_device
+from hwsim.runtime import atomic_write, check_writable, resolve_device
 
 
 @dataclass(frozen=True)
@@ -206,10 +206,28 @@ def run_metadata(ckpt: Checkpoint, preset: DevicePreset, settings: InferSettings
     }
 
 
+RESULT_FORMATS = (".json", ".csv")
+
+
+def check_results_path(path: str | Path) -> Path:
+    """ConfigError unless ``path`` ends in .json or .csv and can be written (checked before a
+    run, so that a bad --out costs nothing)."""
+    path = Path(path)
+    if path.suffix.lower() not in RESULT_FORMATS:
+        raise ConfigError(f"--out {path}: unknown results format {path.suffix or '(none)'!r}; "
+                          f"name a {' or '.join(RESULT_FORMATS)} file")
+    check_writable(path)
+    return path
+
+
 def write_results(result: InferResult, path: str | Path) -> Path:
     """Write every record with metadata: JSON (``.json``) or CSV (``.csv``, metadata as
-    ``#`` comment lines)."""
-    path = Path(path)
+    ``#`` comment lines).
+
+    Raises:
+        ConfigError: another extension, or a path that cannot be written.
+    """
+    path = check_results_path(path)
     if path.suffix.lower() == ".csv":
         def write(tmp: str) -> None:
             with open(tmp, "w", newline="") as f:

@@ -22,7 +22,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in DEVICES:
         raise ConfigError(f"unknown compute device {name!r}; choose one of: {', '.join(DEVICES)}")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available on this machine")
+        raise ConfigError("--compute-device cuda: no CUDA device is available on this machine")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -35,6 +35,34 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
+
+
+def check_writable(path: str | Path, *, folder: bool = False, what: str = "--out") -> None:
+    """ConfigError unless ``path`` (a file, or a folder with ``folder``) can be written.
+
+    Called before the work starts, so that a bad output location costs nothing: the nearest
+    existing folder on the way must be a folder in which a file can be created (checked by
+    creating and removing one; it catches read-only mounts, /proc and permissions alike).
+    Nothing is left behind.
+    """
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path}: exists and is not a folder")
+    if not folder and path.is_dir():
+        raise ConfigError(f"{what} {path}: is a folder; give a file name")
+    target = path if folder else path.parent
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{what} {path}: cannot be written: {existing} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".hwsim-write-test-")
+    except OSError as e:
+        raise ConfigError(f"{what} {path}: cannot be written in {existing} "
+                          f"({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:

@@ -11,14 +11,27 @@ Tables
               training seconds.
 ``presets``   preset name -> hash of (resolved preset, engine) used by the current study.
 ``meta``      key -> JSON value: the study file, its settings, hwsim/aihwkit versions.
+``grid``      the cell and model ids of the study as last run (``kind`` ``cell``/``model``).
 
 A changed study must not mix stale results with new ones: every cell records the hash of its
 model's training/evaluation settings (``model_hash``) and of its preset and engine
 (``preset_hash``). Reading (:meth:`Store.cells`) returns only cells whose hashes match the
-current ``models`` and ``presets`` rows; older cells stay in the file, unused.
+current ``models`` and ``presets`` rows; older cells stay in the file, unused. A narrowed
+study (fewer repeats, times, etas, architectures, presets, BN modes or seeds) supersedes no
+hash, so every run also records its grid (:meth:`Store.set_grid`), and reading returns only
+the cells and models of that grid. A store written before grids were recorded has none: all
+its cells with current hashes are read.
 
 Each Monte-Carlo repeat's cells are committed in one transaction, so a process killed at
 any moment leaves every finished repeat in the store and nothing half-written.
+
+Schema versions
+---------------
+The layout's version is SQLite's ``PRAGMA user_version`` (:data:`SCHEMA_VERSION`). A new store
+is created at the current version. Opening an older store upgrades it in place, one step of
+:data:`_MIGRATIONS` at a time, each in its own transaction; a store from a newer hwsim (a
+higher version) is refused with a one-line :class:`StoreError`. Version 0 is a store written
+before versions were recorded; its layout is version 1's.
 """
 
 from __future__ import annotations
@@ -30,7 +43,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hwsim.errors import HwsimError
+
 STORE_NAME = "results.sqlite"
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -49,7 +65,21 @@ CREATE TABLE IF NOT EXISTS models (
 );
 CREATE TABLE IF NOT EXISTS presets (name TEXT PRIMARY KEY, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS grid (kind TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (kind, key));
 """
+
+# _MIGRATIONS[v]: SQL that turns a version-v store into a version-(v + 1) store. A schema
+# change edits _SCHEMA (what new stores get), bumps SCHEMA_VERSION and adds its step here.
+_MIGRATIONS: dict[int, str] = {
+    0: "",  # unversioned stores already have version 1's tables
+    # 2: the study's current grid, so that a narrowed study reports only what it asks for
+    1: "CREATE TABLE IF NOT EXISTS grid (kind TEXT NOT NULL, key TEXT NOT NULL, "
+       "PRIMARY KEY (kind, key))",
+}
+
+
+class StoreError(HwsimError):
+    """A results store this hwsim cannot use (newer schema, not a store, unreadable)."""
 
 
 @dataclass(frozen=True)
@@ -93,36 +123,83 @@ class ModelKey:
 
 
 class Store:
-    """A results store at ``path`` (created if absent)."""
+    """A results store at ``path`` (created if absent, upgraded if older).
+
+    Use it as a context manager (``with Store(path) as store:``) so that it is closed on
+    every exit path.
+
+    Raises:
+        StoreError: written by a newer hwsim, or not a results store.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._db.commit()
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._open_schema()
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            raise StoreError(f"{self.path}: not a usable hwsim results store ({e})") from None
+        except BaseException:
+            self._db.close()
+            raise
+        self._db.isolation_level = ""  # back to transactions opened by `with self._db`
+
+    def _open_schema(self) -> None:
+        """Create the tables of a new store, or upgrade an older one to SCHEMA_VERSION."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")  # one writer at a time decides and applies the layout
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: written by a newer hwsim (store schema version {version}; "
+                    f"this hwsim reads up to {SCHEMA_VERSION}): upgrade hwsim, or use another "
+                    "run folder")
+            empty = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+            if empty:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            elif db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cells'"
+                            ).fetchone() is None:
+                raise StoreError(f"{self.path}: an SQLite file, but not an hwsim results store")
+            else:
+                for v in range(version, SCHEMA_VERSION):
+                    for statement in _MIGRATIONS[v].split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+            if version != SCHEMA_VERSION:
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    @property
+    def schema_version(self) -> int:
+        return self._db.execute("PRAGMA user_version").fetchone()[0]
 
     @classmethod
     def open_existing(cls, run_dir: str | Path) -> Store:
         """The store of run folder ``run_dir``; StoreError if there is none."""
-        from hwsim.errors import HwsimError
-
         path = Path(run_dir) / STORE_NAME
         if not path.is_file():
-            raise HwsimError(f"{run_dir}: no results store ({STORE_NAME}) in this folder; "
+            raise StoreError(f"{run_dir}: no results store ({STORE_NAME}) in this folder; "
                              "run 'hwsim study run STUDY.yaml --out FOLDER' first")
         return cls(path)
 
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         self.close()
 
     # ------------------------------------------------------------ writing
@@ -153,6 +230,13 @@ class Store:
             self._db.executemany("INSERT OR REPLACE INTO presets VALUES (?, ?)",
                                  list(hashes.items()))
 
+    def set_grid(self, models: Iterable[ModelKey], cells: Iterable[CellKey]) -> None:
+        """Record the study's current grid, replacing the previous one (one transaction)."""
+        rows = [("model", m.id) for m in models] + [("cell", c.id) for c in cells]
+        with self._db:
+            self._db.execute("DELETE FROM grid")
+            self._db.executemany("INSERT OR IGNORE INTO grid VALUES (?, ?)", rows)
+
     def set_meta(self, key: str, value: Any) -> None:
         with self._db:
             self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
@@ -165,16 +249,19 @@ class Store:
     def cells(self, *, current_only: bool = True) -> list[dict]:
         """Cells as dicts (columns of ``cells`` without ``key``), in grid order.
 
-        With ``current_only``, cells whose model or preset settings were superseded by a
-        changed study are left out (those without a recorded model or preset are kept).
+        With ``current_only``, only the cells of the recorded grid, and of those only the ones
+        whose model and preset settings are current (cells without a recorded model or preset
+        are kept).
         """
-        cur = self._db.execute("SELECT * FROM cells ORDER BY dataset, arch, bn, seed, bn_mode, "
-                               "preset, eta, t, repeat")
+        grid = " WHERE key IN (SELECT key FROM grid WHERE kind = 'cell')" if (
+            current_only and self._has_grid()) else ""
+        cur = self._db.execute(f"SELECT * FROM cells{grid} ORDER BY dataset, arch, bn, seed, "
+                               "bn_mode, preset, eta, t, repeat")
         rows = [{k: row[k] for k in row.keys() if k != "key"} for row in cur]
         if not current_only:
             return rows
         models = {(m["dataset"], m["arch"], m["bn"], m["seed"]): m["model_hash"]
-                  for m in self.models()}
+                  for m in self.models(current_only=False)}
         presets = dict(self._db.execute("SELECT name, hash FROM presets").fetchall())
         return [
             r for r in rows
@@ -182,9 +269,15 @@ class Store:
             == r["model_hash"] and presets.get(r["preset"], r["preset_hash"]) == r["preset_hash"]
         ]
 
-    def models(self) -> list[dict]:
-        cur = self._db.execute("SELECT * FROM models ORDER BY dataset, arch, bn, seed")
+    def models(self, *, current_only: bool = True) -> list[dict]:
+        """Trained models as dicts; with ``current_only``, those of the recorded grid."""
+        grid = " WHERE key IN (SELECT key FROM grid WHERE kind = 'model')" if (
+            current_only and self._has_grid()) else ""
+        cur = self._db.execute(f"SELECT * FROM models{grid} ORDER BY dataset, arch, bn, seed")
         return [{k: row[k] for k in row.keys() if k != "key"} for row in cur]
+
+    def _has_grid(self) -> bool:
+        return self._db.execute("SELECT 1 FROM grid LIMIT 1").fetchone() is not None
 
     def model(self, key: ModelKey) -> dict | None:
         row = self._db.execute("SELECT * FROM models WHERE key = ?", (key.id,)).fetchone()

@@ -21,14 +21,17 @@ from typing import Literal
 
 from tqdm import tqdm
 
-from hwsim.config import load, to_plain
-from hwsim.data import DATASETS
-from hwsim.devices import DevicePreset, load_preset, parse_time
+from hwsim.config import build, read_yaml, to_plain
+from hwsim.data import DATASETS, dataset_info
+from hwsim.devices import DevicePreset, format_time, load_preset, parse_time
 from hwsim.engine import DEFAULT_ENGINE, ENGINES
 from hwsim.errors import ConfigError, HwsimError
 from hwsim.models import list_models
+from hwsim.resources import shipped_dir
+from hwsim.runtime import check_writable
+from hwsim.stats import LEARNED_FACTOR
 from hwsim.store import STORE_NAME, CellKey, ModelKey, Store
-from hwsim.train import TrainConfig
+from hwsim.train import TrainConfig, not_learned_warning
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class DatasetPlan:
     weight_decay: float = 5e-4
     train_subset: int | None = None  # first N training images (None: all)
     test_subset: int | None = None  # evaluate on the first N test images (None: all)
+    architectures: list[str] | None = None  # this dataset's architectures (None: the study's)
 
 
 @dataclass(frozen=True)
@@ -62,25 +66,91 @@ class Study:
     seeds: list[int] = (0,)
     engine: str = DEFAULT_ENGINE
     data_dir: str | None = None
+    # a model learned when its digital accuracy is >= learned_factor x chance (hwsim.stats)
+    learned_factor: float = LEARNED_FACTOR
     path: str = ""
 
     @property
     def time_seconds(self) -> list[float]:
         return sorted({parse_time(t) for t in self.times})
 
+    def architectures_of(self, plan: DatasetPlan) -> list[str]:
+        """The architectures trained on one dataset: its own list, else the study's."""
+        return list(plan.architectures if plan.architectures is not None
+                    else self.architectures)
 
-def load_study(path: str | Path) -> Study:
-    """Read and validate a study file.
+
+# Every list of a study file; each must be non-empty when given, without repeated entries.
+_LIST_KEYS = ("datasets", "architectures", "bn", "bn_modes", "presets", "times", "etas", "seeds")
+SHIPPED_STUDIES = "experiments"  # folder of hwsim's package data with the shipped studies
+
+
+def shipped_studies() -> list[str]:
+    """Names of the studies shipped with hwsim (``experiments/*.yaml``)."""
+    return sorted(p.stem for p in shipped_dir(SHIPPED_STUDIES).glob("*.yaml"))
+
+
+def find_study(name_or_path: str | Path) -> Path:
+    """A study file: an existing path, else a shipped study by name (``quick``).
+
+    Raises:
+        ConfigError: neither a file nor a shipped study's name (lists the shipped ones).
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    text = str(name_or_path)
+    stem = text.removesuffix(".yaml").removesuffix(".yml")
+    shipped = shipped_dir(SHIPPED_STUDIES) / f"{stem}.yaml"
+    if "/" not in text and shipped.is_file():
+        return shipped
+    raise ConfigError(f"{text}: no such study file, nor a shipped study of that name; shipped: "
+                      f"{', '.join(shipped_studies())}")
+
+
+def load_study(name_or_path: str | Path) -> Study:
+    """Read and validate a study file (a path, or the name of a shipped study).
 
     Raises:
         ConfigError: naming the file, the key and the allowed values.
     """
-    study = dataclasses.replace(load(Study, path), path=str(path))
+    path = find_study(name_or_path)
+    raw = read_yaml(path)
+    study = dataclasses.replace(build(Study, raw, path), path=str(path))
     where = str(path)
 
     def bad(key: str, msg: str) -> ConfigError:
         return ConfigError(f"{where}: {key}: {msg}")
 
+    def check_list(key: str, values, given: bool, same=lambda v: v, show=repr) -> None:
+        """Refuse an empty list that was written out, and any entry given twice."""
+        if given and not values:
+            raise bad(key, "an empty list; list at least one value (or leave the key out)")
+        seen: dict = {}
+        for i, v in enumerate(values):
+            k = same(v)
+            if k in seen:
+                j = seen[k]
+                twice = "" if show(v) == show(values[j]) else f" (the same as {show(values[j])})"
+                raise bad(f"{key}[{i}]", f"{show(v)} is listed twice{twice}: {key}[{j}] and "
+                                         f"{key}[{i}]")
+            seen[k] = i
+
+    for key in _LIST_KEYS:
+        values = getattr(study, key)
+        if key == "datasets":
+            check_list(key, values, key in raw, same=lambda p: p.name, show=lambda p: repr(p.name))
+        elif key == "times":
+            for i, t in enumerate(values):
+                try:
+                    parse_time(t)
+                except ConfigError as e:
+                    raise bad(f"times[{i}]", str(e)) from None
+            check_list(key, values, key in raw, same=parse_time,
+                       show=lambda t: f"{t!r}" if str(t) == format_time(parse_time(t))
+                       else f"{t!r} ({format_time(parse_time(t))})")
+        else:
+            check_list(key, values, key in raw)
     for i, arch in enumerate(study.architectures):
         if arch not in list_models():
             raise bad(f"architectures[{i}]", f"unknown architecture {arch!r}; choose one of: "
@@ -93,18 +163,22 @@ def load_study(path: str | Path) -> Study:
             value = getattr(plan, key)
             if value is not None and value < 1:
                 raise bad(f"datasets[{i}].{key}", f"must be >= 1, got {value}")
-    for key in ("architectures", "presets", "datasets", "bn", "seeds"):
-        if not getattr(study, key):
-            raise bad(key, "must list at least one value")
+        if plan.architectures is not None:
+            key = f"datasets[{i}].architectures"
+            check_list(key, plan.architectures, True)
+            for j, arch in enumerate(plan.architectures):
+                if arch not in list_models():
+                    raise bad(f"{key}[{j}]", f"unknown architecture {arch!r}; choose one of: "
+                                             f"{', '.join(list_models())}")
+        classes = dataset_info(plan.name).num_classes
+        if not 1 < study.learned_factor < classes:
+            raise bad("learned_factor", f"must be above 1 (chance) and below the number of "
+                                        f"classes of {plan.name} ({classes}), got "
+                                        f"{study.learned_factor:g}")
     if study.repeats < 1:
         raise bad("repeats", f"must be >= 1, got {study.repeats}")
     if study.engine not in ENGINES:
         raise bad("engine", f"unknown engine {study.engine!r}; choose one of: {', '.join(ENGINES)}")
-    for i, t in enumerate(study.times):
-        try:
-            parse_time(t)
-        except ConfigError as e:
-            raise bad(f"times[{i}]", str(e)) from None
     for i, eta in enumerate(study.etas):
         if eta < 0:
             raise bad(f"etas[{i}]", f"must be >= 0, got {eta}")
@@ -195,7 +269,7 @@ def plan_study(study: Study, engine: str | None = None) -> Plan:
                                "engine": engine}) for n, p in presets.items()}
     models, infers = [], []
     for plan in study.datasets:
-        for arch in study.architectures:
+        for arch in study.architectures_of(plan):
             for bn in study.bn:
                 for seed in study.seeds:
                     train = TrainConfig(arch=arch, bn=bn == "bn", dataset=plan.name,
@@ -303,107 +377,129 @@ def run_study(
         raise ConfigError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
     plan = plan_study(study, engine)
     dev = resolve_device(device)
+    check_writable(run_dir, folder=True, what="the run folder")
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    store = Store(run_dir / STORE_NAME)
-    store.set_meta("study_path", str(Path(study.path).resolve()))
-    store.set_meta("study", {k: v for k, v in to_plain(study).items() if k != "path"}
-                   | {"times": study.time_seconds})
-    store.set_meta("engine", engine)
-    store.set_meta("presets", {n: p.to_dict() for n, p in plan.presets.items()})
-    store.set_meta("versions", {"hwsim": __version__, "aihwkit": aihwkit.__version__,
-                                "torch": torch.__version__})
-    store.set_preset_hashes(plan.preset_hashes)
+    with Store(run_dir / STORE_NAME) as store:  # closed on every exit, Ctrl-C included
+        store.set_meta("study_path", str(Path(study.path).resolve()))
+        store.set_meta("study", {k: v for k, v in to_plain(study).items() if k != "path"}
+                       | {"times": study.time_seconds})
+        store.set_meta("engine", engine)
+        store.set_meta("presets", {n: p.to_dict() for n, p in plan.presets.items()})
+        store.set_meta("versions", {"hwsim": __version__, "aihwkit": aihwkit.__version__,
+                                    "torch": torch.__version__})
+        store.set_preset_hashes(plan.preset_hashes)
+        # the report reads exactly this grid: cells of a narrowed study stay in the file, unused
+        store.set_grid([m.key for m in plan.models], [c for j in plan.infers for c in j.cells()])
 
-    datasets = {}
+        datasets = {}
 
-    def data_for(name: str):
-        if name not in datasets:
-            datasets[name] = load_dataset(name, study.data_dir)
-            plan_d = next(p for p in study.datasets if p.name == name)
-            n_test = len(datasets[name].test_subset(plan_d.test_subset)[1])
-            meta = store.meta().get("datasets", {})
-            meta[name] = {"n_test": n_test, "test_total": len(datasets[name].test_y),
-                          "source": datasets[name].source}
-            store.set_meta("datasets", meta)
-        return datasets[name]
+        def data_for(name: str):
+            if name not in datasets:
+                datasets[name] = load_dataset(name, study.data_dir)
+                plan_d = next(p for p in study.datasets if p.name == name)
+                n_test = len(datasets[name].test_subset(plan_d.test_subset)[1])
+                meta = store.meta().get("datasets", {})
+                meta[name] = {"n_test": n_test, "test_total": len(datasets[name].test_y),
+                              "source": datasets[name].source}
+                store.set_meta("datasets", meta)
+            return datasets[name]
 
-    # -- stage 1: training (cached by the content of the training settings)
-    trained = cached = 0
-    checkpoints = {}
-    for i, job in enumerate(plan.models, 1):
-        path = run_dir / "checkpoints" / job.checkpoint_name
-        label = f"{job.key.arch} {job.key.bn} {job.key.dataset} seed {job.key.seed}"
-        record = store.model(job.key)
-        if path.is_file() and record and record["model_hash"] == job.model_hash:
-            checkpoints[job.key] = load_checkpoint(path)
-            cached += 1
-            continue
-        data = data_for(job.key.dataset)
-        if path.is_file():
-            ckpt, seconds = load_checkpoint(path), None
-            cached += 1
-        else:
-            log(f"[train {i}/{len(plan.models)}] {label}: {job.train.epochs} epoch(s)")
-            result = train(job.train, data, device=device, progress=progress)
-            save_checkpoint(result.checkpoint, path)
-            ckpt, seconds = result.checkpoint, result.seconds
-            trained += 1
-        model = ckpt.build_model().to(dev)
-        x, y = data.test_subset(job.test_subset)
-        store.add_model(job.key, digital_accuracy=evaluate(model, x, y, ckpt.normalization,
-                                                            device=dev),
-                        n_test=len(y), full_test_accuracy=ckpt.test_accuracy,
-                        bn_layers=count_bn_layers(model), checkpoint=str(path),
-                        checkpoint_sha256=sha256_file(path), train_seconds=seconds,
-                        model_hash=job.model_hash)
-        checkpoints[job.key] = ckpt
-    log(f"[train] {len(plan.models)} model(s): {trained} trained, {cached} cached")
+        try:
+            # -- stage 1: training (cached by the content of the training settings)
+            trained = cached = 0
+            checkpoints = {}
+            for i, job in enumerate(plan.models, 1):
+                path = run_dir / "checkpoints" / job.checkpoint_name
+                label = f"{job.key.arch} {job.key.bn} {job.key.dataset} seed {job.key.seed}"
+                record = store.model(job.key)
+                if path.is_file() and record and record["model_hash"] == job.model_hash:
+                    checkpoints[job.key] = load_checkpoint(path)
+                    cached += 1
+                    warn_not_learned(study, job, record["digital_accuracy"], log)
+                    continue
+                data = data_for(job.key.dataset)
+                if path.is_file():
+                    ckpt, seconds = load_checkpoint(path), None
+                    cached += 1
+                else:
+                    log(f"[train {i}/{len(plan.models)}] {label}: {job.train.epochs} epoch(s)")
+                    result = train(job.train, data, device=device, progress=progress)
+                    save_checkpoint(result.checkpoint, path)
+                    ckpt, seconds = result.checkpoint, result.seconds
+                    trained += 1
+                model = ckpt.build_model().to(dev)
+                x, y = data.test_subset(job.test_subset)
+                accuracy = evaluate(model, x, y, ckpt.normalization, device=dev)
+                store.add_model(job.key, digital_accuracy=accuracy, n_test=len(y),
+                                full_test_accuracy=ckpt.test_accuracy,
+                                bn_layers=count_bn_layers(model), checkpoint=str(path),
+                                checkpoint_sha256=sha256_file(path), train_seconds=seconds,
+                                model_hash=job.model_hash)
+                checkpoints[job.key] = ckpt
+                warn_not_learned(study, job, accuracy, log)
+            log(f"[train] {len(plan.models)} model(s): {trained} trained, {cached} cached")
 
-    # -- stage 2: inference, committing every repeat as it completes
-    done = store.done_ids()
-    todo = [(job, [c for c in job.cells() if c.id not in done]) for job in plan.infers]
-    total_cells = sum(len(job.cells()) for job in plan.infers)
-    remaining = sum(len(c) for _, c in todo)
-    log(f"[infer] {total_cells} cells: {total_cells - remaining} already in the store, "
-        f"{remaining} to compute (engine {engine})")
-    bar = tqdm(total=remaining, disable=not progress, unit="cell", desc="study",
-               dynamic_ncols=True)
-    computed = 0
-    try:
-        for job, missing in todo:
-            if not missing:
-                continue
-            missing_ids = {c.id for c in missing}
-            ckpt = checkpoints[job.model.key]
-            analog = convert(ckpt, job.preset, "keep" if job.bn_mode == "none" else job.bn_mode)
-            data = data_for(job.model.key.dataset)
-            bar.set_description(f"{job.model.key.arch} {job.model.key.bn} {job.bn_mode} "
-                                f"{job.preset_name}" + (f" eta={job.eta:g}" if job.eta is not None
-                                                         else ""))
-            settings = InferSettings(times=tuple(t for t in job.times if t is not None),
-                                     repeats=job.repeats, seed=job.model.key.seed,
-                                     test_subset=job.model.test_subset, engine=engine)
+            # -- stage 2: inference, committing every repeat as it completes
+            done = store.done_ids()
+            todo = [(job, [c for c in job.cells() if c.id not in done]) for job in plan.infers]
+            total_cells = sum(len(job.cells()) for job in plan.infers)
+            remaining = sum(len(c) for _, c in todo)
+            log(f"[infer] {total_cells} cells: {total_cells - remaining} already in the store, "
+                f"{remaining} to compute (engine {engine})")
+            bar = tqdm(total=remaining, disable=not progress, unit="cell", desc="study",
+                       dynamic_ncols=True)
+            computed = 0
+            try:
+                for job, missing in todo:
+                    if not missing:
+                        continue
+                    missing_ids = {c.id for c in missing}
+                    ckpt = checkpoints[job.model.key]
+                    analog = convert(ckpt, job.preset,
+                                     "keep" if job.bn_mode == "none" else job.bn_mode)
+                    data = data_for(job.model.key.dataset)
+                    bar.set_description(f"{job.model.key.arch} {job.model.key.bn} {job.bn_mode} "
+                                        f"{job.preset_name}" + (f" eta={job.eta:g}"
+                                                                 if job.eta is not None else ""))
+                    settings = InferSettings(times=tuple(t for t in job.times if t is not None),
+                                             repeats=job.repeats, seed=job.model.key.seed,
+                                             test_subset=job.model.test_subset, engine=engine)
 
-            def commit(records, job=job, data=data):
-                store.add_cells([(job.cell(r.repeat, r.t_inference), r.accuracy,
-                                  len(data.test_subset(job.model.test_subset)[1]), engine)
-                                 for r in records])
+                    def commit(records, job=job, data=data):
+                        store.add_cells([(job.cell(r.repeat, r.t_inference), r.accuracy,
+                                          len(data.test_subset(job.model.test_subset)[1]),
+                                          engine) for r in records])
 
-            run_inference(analog.checkpoint, data, settings, device=device, progress=False,
-                          on_repeat=commit, on_eval=lambda r: bar.update(1),
-                          skip=lambda r, t, job=job, ids=missing_ids: job.cell(r, t).id not in ids)
-            computed += len(missing)
-    finally:
-        bar.close()
-        elapsed = time.perf_counter() - start
-        timing = store.meta().get("timing", {})
-        timing["last_run_seconds"] = elapsed
-        timing["total_seconds"] = timing.get("total_seconds", 0.0) + elapsed
-        store.set_meta("timing", timing)
-        store.close()
+                    run_inference(analog.checkpoint, data, settings, device=device,
+                                  progress=False, on_repeat=commit,
+                                  on_eval=lambda r: bar.update(1),
+                                  skip=lambda r, t, job=job, ids=missing_ids:
+                                  job.cell(r, t).id not in ids)
+                    computed += len(missing)
+            finally:
+                bar.close()
+        finally:
+            elapsed = time.perf_counter() - start
+            timing = store.meta().get("timing", {})
+            timing["last_run_seconds"] = elapsed
+            timing["total_seconds"] = timing.get("total_seconds", 0.0) + elapsed
+            store.set_meta("timing", timing)
     run = StudyRun(run_dir, computed, total_cells - remaining, trained, cached, elapsed)
     run.stages = study_status(plan, run_dir)
     return run
+
+
+def warn_not_learned(study: Study, job: ModelJob, accuracy: float, log) -> None:
+    """Log a warning line when a model's digital accuracy is not clearly above chance."""
+    i = next(i for i, p in enumerate(study.datasets) if p.name == job.key.dataset)
+    message = not_learned_warning(
+        f"{job.key.arch} {'with' if job.key.bn == 'bn' else 'without'} BN on "
+        f"{job.key.dataset} (seed {job.key.seed})", accuracy,
+        dataset_info(job.key.dataset).num_classes, study.learned_factor,
+        fix=f"train it longer or with another learning rate (datasets[{i}].epochs, "
+            f"datasets[{i}].lr in {study.path}); the report leaves it out of every verdict")
+    if message:
+        log(message)
 
 
 def format_status(stages: list[StageStatus]) -> str:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from hwsim import hwa
+from hwsim import hwa, stats
 from hwsim.checkpoint import Checkpoint, from_model
 from hwsim.data import Dataset, iterate_batches
 from hwsim.engine.base import derive_seed
@@ -76,6 +76,23 @@ class TrainResult:
     checkpoint: Checkpoint
     test_accuracy: float
     seconds: float
+
+
+def not_learned_warning(what: str, accuracy: float, num_classes: int,
+                        factor: float = stats.LEARNED_FACTOR, *, fix: str) -> str | None:
+    """A one-line warning if ``accuracy`` is not clearly above chance, else None.
+
+    Args:
+        what: the model, e.g. "vgg11 without BN on digits".
+        fix: what to change, e.g. "train it longer (--epochs)".
+    """
+    if stats.has_learned(accuracy, num_classes, factor):
+        return None
+    chance = stats.chance_accuracy(num_classes)
+    return (f"Warning: {what} did not learn: test accuracy {100 * accuracy:.1f}%, below "
+            f"{100 * stats.learned_threshold(num_classes, factor):.0f}% ({factor:g}x chance, "
+            f"{100 * chance:.0f}%); its analog results say nothing about noise resistance. "
+            f"To fix: {fix}.")
 
 
 def lr_at(step: int, total: int, base_lr: float, warmup_frac: float) -> float:

@@ -14,6 +14,16 @@ import torch
 torch.set_num_threads(2)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for a test on small tensors: a second thread only adds
+    synchronisation, which costs more than 10x on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def digits():
     from hwsim.data import load_dataset

@@ -16,8 +16,19 @@ PRESET_FILES = sorted(presets_dir().glob("*.yaml"))
 
 
 def test_shipped_presets():
-    assert {"pcm", "pcm-weights-only", "reram", "reram-wan2022", "ideal", "gaussian",
-            "gaussian-mult"} <= set(list_presets())
+    assert {"pcm", "pcm-column", "pcm-weights-only", "reram", "reram-wan2022", "ideal",
+            "gaussian", "gaussian-mult"} <= set(list_presets())
+
+
+def test_pcm_column_is_pcm_with_per_column_scaling():
+    pcm, column = load_preset("pcm"), load_preset("pcm-column")
+    assert column.mapping.weight_scaling_columnwise and not pcm.mapping.weight_scaling_columnwise
+    assert column.mapping.label == "per-column, omega 1"
+    assert pcm.mapping.label == "per-tile, omega 1"
+    assert (column.noise_model, column.forward, column.drift_compensation) == (
+        pcm.noise_model, pcm.forward, pcm.drift_compensation)
+    cfg = to_rpu_config(column)
+    assert cfg.mapping.weight_scaling_columnwise is True
 
 
 @pytest.mark.parametrize("path", PRESET_FILES, ids=[p.name for p in PRESET_FILES])
@@ -97,7 +108,7 @@ def test_eta_only_for_weight_noise_presets():
 
 @pytest.mark.parametrize("text,seconds", [
     ("1s", [1.0]), ("1h,1s", [1.0, 3600.0]), ("1d, 1w", [86400.0, 604800.0]),
-    ("3600", [3600.0]), ("1y", [31536000.0]), ("10min", [600.0]), ("1d,86400", [86400.0]),
+    ("3600", [3600.0]), ("1y", [31536000.0]), ("10min", [600.0]),
 ])
 def test_parse_times(text, seconds):
     assert parse_times(text) == seconds
@@ -107,6 +118,20 @@ def test_parse_times(text, seconds):
 def test_bad_times(text):
     with pytest.raises(ConfigError, match="inference time"):
         parse_times(text)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("1d,,1y", "--t-inference 1d,,1y: entry 2 is empty"),
+    ("1d,1y,", "--t-inference 1d,1y,: entry 3 is empty"),
+    (",1d", "entry 1 is empty"),
+    ("1d,1h,1d", "--t-inference 1d,1h,1d: '1d' is given twice"),
+    ("1d,86400", "'86400' is given twice (86400 = 1d)"),
+])
+def test_times_with_an_empty_or_repeated_entry_are_refused(text, message):
+    """An empty entry is not dropped silently, a repeated time is not computed twice."""
+    with pytest.raises(ConfigError) as e:
+        parse_times(text)
+    assert message in str(e.value)
 
 
 def test_format_time():

@@ -39,3 +39,24 @@ def test_nobn_resnet_blocks_start_as_identity(arch):
 def test_unknown_architecture_names_the_choices():
     with pytest.raises(ConfigError, match=r"unknown architecture 'resnet18'; choose one of: cnn, "):
         create_model("resnet18", bn=True, num_classes=10, in_channels=3)
+
+
+@pytest.mark.parametrize("size,taps", [(1, 1.0), (2, 4.0), (4, 6.25), (8, 7.5625)])
+def test_inside_taps_counts_the_taps_that_see_the_map(size, taps):
+    from hwsim.models.layers import inside_taps
+
+    assert inside_taps(size) == pytest.approx(taps)
+
+
+@pytest.mark.parametrize("arch", ["vgg11", "vgg16"])
+@pytest.mark.parametrize("shape", [(3, 32), (1, 28), (1, 8)], ids=["32x32x3", "28x28x1", "8x8x1"])
+def test_nobn_vgg_keeps_its_signal_at_init(arch, shape):
+    """Without BN, the logits at init must not vanish (they did: std 1.5e-4 on 8x8 digits,
+    and vgg11 never left chance); with BN the scale is BN's business."""
+    channels, size = shape
+    torch.manual_seed(0)
+    model = create_model(arch, bn=False, num_classes=10, in_channels=channels,
+                         input_size=size).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(64, channels, size, size))
+    assert 0.2 < float(logits.std()) < 10

@@ -168,7 +168,35 @@ BAD = [
     ({"bn: [bn, no-bn]": "bn: [bn, without]"},
      "bn[1]: 'without' is not allowed; choose one of 'bn', 'no-bn'"),
     ({"times: [1s, 1d]": "times: [1s, never]"}, "times[1]: bad inference time 'never'"),
-    ({"etas: [0.0, 0.5]": "etas: []"}, "etas: preset 'gaussian' has weight noise"),
+    ({"etas: [0.0, 0.5]": "etas: []"}, "etas: an empty list; list at least one value"),
+    ({"etas: [0.0, 0.5]": "etas: [0.0, 0.5, 0.5]"},
+     "etas[2]: 0.5 is listed twice: etas[1] and etas[2]"),
+    ({"times: [1s, 1d]": "times: []"}, "times: an empty list"),
+    ({"times: [1s, 1d]": "times: [1s, 1d, 24h]"},
+     "times[2]: '24h' (1d) is listed twice (the same as '1d'): times[1] and times[2]"),
+    ({"times: [1s, 1d]": "times: [1s, 1d, 1s]"}, "times[2]: '1s' is listed twice: times[0]"),
+    ({"bn_modes: [keep, fold]": "bn_modes: []"}, "bn_modes: an empty list"),
+    ({"bn_modes: [keep, fold]": "bn_modes: [keep, fold, keep]"}, "bn_modes[2]: 'keep' is listed"),
+    ({"architectures: [cnn]": "architectures: []"}, "architectures: an empty list"),
+    ({"architectures: [cnn]": "architectures: [cnn, cnn]"},
+     "architectures[1]: 'cnn' is listed twice: architectures[0] and architectures[1]"),
+    ({"bn: [bn, no-bn]": "bn: []"}, "bn: an empty list"),
+    ({"bn: [bn, no-bn]": "bn: [bn, no-bn, bn]"}, "bn[2]: 'bn' is listed twice"),
+    ({"presets: [pcm, gaussian]": "presets: []"}, "presets: an empty list"),
+    ({"presets: [pcm, gaussian]": "presets: [pcm, gaussian, pcm]"}, "presets[2]: 'pcm' is listed"),
+    ({"repeats: 2": "repeats: 2\nseeds: []"}, "seeds: an empty list"),
+    ({"repeats: 2": "repeats: 2\nseeds: [0, 1, 0]"}, "seeds[2]: 0 is listed twice"),
+    ({"datasets:\n  - name: digits\n    epochs: 3\n    batch_size: 32\n    test_subset: 150\n":
+      "datasets: []\n"}, "datasets: an empty list"),
+    ({"    test_subset: 150\n": "    test_subset: 150\n  - name: digits\n"},
+     "datasets[1]: 'digits' is listed twice: datasets[0] and datasets[1]"),
+    ({"    test_subset: 150\n": "    test_subset: 150\n    architectures: []\n"},
+     "datasets[0].architectures: an empty list"),
+    ({"    test_subset: 150\n": "    test_subset: 150\n    architectures: [cnn, vgg12]\n"},
+     "datasets[0].architectures[1]: unknown architecture 'vgg12'"),
+    ({"repeats: 2": "repeats: 2\nlearned_factor: 1.0"},
+     "learned_factor: must be above 1 (chance) and below the number of classes of digits (10)"),
+    ({"repeats: 2": "repeats: 2\nlearned_factor: 10"}, "learned_factor: must be above 1"),
     ({"repeats: 2": "repeats: 0"}, "repeats: must be >= 1"),
     ({"  - name: digits": "  - name: mnist"}, "datasets[0].name: unknown dataset 'mnist'"),
     ({"engine: aihwkit": "engine: warp"}, "engine: unknown engine 'warp'; choose one of:"),
@@ -217,3 +245,58 @@ def test_cli_status_and_report(tiny_run, tmp_path):
     assert "html, md" in bad.output
     missing = runner.invoke(cli, ["study", "status", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "no results store" in missing.output
+
+
+def test_a_shipped_study_is_found_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not in the checkout: found in the package data
+    study = load_study("quick")
+    assert study.name == "quick" and Path(study.path).name == "quick.yaml"
+    assert load_study("quick.yaml").path == study.path
+    with pytest.raises(ConfigError, match="quik: no such study file, nor a shipped study of "
+                                          "that name; shipped: paper_cifar10, paper_cifar100, "
+                                          "quick"):
+        load_study("quik")
+    local = write_study(tmp_path, name="quick.yaml")  # a file of that name wins
+    assert load_study("quick.yaml").path == "quick.yaml" and local.is_file()
+
+
+def test_the_main_job_can_answer_both_claims():
+    """quick.yaml: on some dataset, at least three architectures with different numbers of BN
+    layers (the report's BN-layer trend needs three), each with and without BN."""
+    from hwsim.models import count_bn_layers, create_model
+
+    study = load_study("quick")
+    assert set(study.bn) == {"bn", "no-bn"}
+    counts = {}
+    for plan in study.datasets:
+        archs = study.architectures_of(plan)
+        counts[plan.name] = {count_bn_layers(create_model(a, bn=True, num_classes=10,
+                                                          in_channels=1)) for a in archs}
+    assert max(len(c) for c in counts.values()) >= 3, counts
+
+
+def test_per_dataset_architectures_and_the_learned_warning(tmp_path):
+    """A dataset's own architecture list replaces the study's; a model that stays at chance
+    gets one warning line naming what to change in the study file, and the factor comes from
+    the study (learned_factor)."""
+    path = tmp_path / "w.yaml"
+    path.write_text("name: w\ndatasets:\n"
+                    "  - {name: digits, epochs: 1, lr: 1.0e-9, test_subset: 100,"
+                    " architectures: [cnn]}\n"
+                    "architectures: [resnet20, vgg11]\nbn: [no-bn]\npresets: [ideal]\n"
+                    "times: [1s]\nrepeats: 1\nengine: aihwkit\nlearned_factor: 1.5\n")
+    study = load_study(path)
+    plan = plan_study(study)
+    assert [m.key.arch for m in plan.models] == ["cnn"]
+    logs = []
+    run_study(study, tmp_path / "run", progress=False, log=logs.append)
+    warnings = [m for m in logs if m.startswith("Warning: ")]
+    assert len(warnings) == 1, logs
+    assert "cnn without BN on digits (seed 0) did not learn" in warnings[0]
+    assert "below 15% (1.5x chance, 10%)" in warnings[0]
+    assert f"datasets[0].epochs, datasets[0].lr in {path}" in warnings[0]
+    with Store(tmp_path / "run" / STORE_NAME) as store:
+        assert store.meta()["study"]["learned_factor"] == 1.5
+    logs.clear()  # a rerun (cached model) warns again
+    run_study(study, tmp_path / "run", progress=False, log=logs.append)
+    assert sum(m.startswith("Warning: ") for m in logs) == 1

@@ -16,6 +16,7 @@ from torch import nn
 
 from hwsim.devices import DevicePreset, to_rpu_config
 from hwsim.engine.base import Engine
+from hwsim.errors import SimulationError
 from hwsim.noise import apply_weight_noise
 
 
@@ -45,11 +46,31 @@ class AihwkitEngine(Engine):
         self._analog = analog.to(self.device).eval()
         if self.preset.time_dependent:
             self._analog.program_analog_weights()
+            self._check_weights()
 
     def drift(self, t_inference: float, seed: int) -> None:
         torch.manual_seed(seed)
         if self.preset.time_dependent:
             self._analog.drift_analog_weights(t_inference)
+            self._check_weights()
+
+    def _check_weights(self) -> None:
+        """SimulationError if the noise model left a tile with NaN or infinite weights.
+
+        aihwkit's ReRamCMONoiseModel maps each tile's [min, max] weight onto [g_min, g_max]:
+        a tile whose weights are all equal (a single weight, say) has no range and turns NaN.
+        """
+        for name, module in self._analog.named_modules():
+            if not hasattr(module, "analog_module"):
+                continue
+            for tile in module.analog_tiles():
+                if not torch.isfinite(tile.tile.get_weights()).all():
+                    raise SimulationError(
+                        f"device preset {self.preset.name!r}: aihwkit's "
+                        f"{self.preset.noise_model.type} noise model left non-finite weights "
+                        f"in layer {name!r}, on a tile whose weights are all equal (e.g. a "
+                        f"single weight: tiles of {self.preset.mapping.max_input_size} inputs "
+                        f"x {self.preset.mapping.max_output_size} outputs); use larger tiles")
 
 
 class AihwkitCppEngine(AihwkitEngine):

@@ -10,24 +10,37 @@ identical chips). What is replaced is the forward pass:
   runs on torch's native conv/linear kernels — digital cost;
 * presets with forward IO non-idealities (``pcm``, ``reram``): :class:`FastAnalogConv2d` /
   :class:`FastAnalogLinear` reproduce aihwkit's torch-tile MVM (``AnalogMVM.matmul``) per
-  tile: per-input-vector noise management (abs-max of each unfolded conv patch), input DAC
-  quantisation, the product, additive output noise, output ADC quantisation and bound,
-  iterative bound management (batch-global, as aihwkit's torch tile does it), rescaling,
-  then the tile's digital scales and the layer's digital bias.
+  tile: per-input-vector noise management (``abs_max``, ``max`` — of each zero-padded
+  unfolded conv patch — or ``none``), input DAC quantisation and bound, input noise, the
+  product, additive output noise, output ADC quantisation and bound, iterative bound
+  management (batch-global, as aihwkit's torch tile does it), rescaling, then the tile's
+  digital scales (per tile or per output column) and the layer's digital bias.
 
-The IO path is exact: the same arithmetic as aihwkit's torch tile, up to float rounding
-(a value exactly at a quantisation boundary may land on the neighbouring level), and the
+The IO path is exact for every setting a preset may hold (``tests/test_engine_fields.py``
+checks each field against aihwkit): the same arithmetic as aihwkit's torch tile, up to
+float rounding (a value exactly at a quantisation boundary may land on the neighbouring
+level; the systematic one, each input row's largest element, rounds as in aihwkit), and the
 same noise distribution (independent draws, not the same random stream). Its speed comes
 from where the work is done:
 
-* conv inputs are unfolded in channels-last (ky, kx, c) order, where every patch row is
-  ``kh`` contiguous runs of memory (the tile weights are permuted to match), a few images at
-  a time so that the unfolded chunk, its quantised values and its outputs stay in cache;
-* the per-patch abs-max is a max-pool of the channel-wise abs-max map, never computed from
-  unfolded data;
-* the DAC and ADC steps are folded into the weights, so the input is quantised in place
-  (one multiply, one round) and the product lands in ADC-level units, with the output noise
-  added by the same ``addmm``.
+* on the CPU, a fused C kernel (:mod:`hwsim.engine.kernels`, built once per machine with
+  the system compiler) computes a tile's whole MVM in one pass: it gathers each conv patch
+  from the NHWC input, takes its (abs-)max, quantises it, multiplies, adds output noise
+  drawn in parallel by a counter-based generator (Philox, seeded from torch's generator, so
+  a seed still fixes every number), rounds, checks the bound, rescales and adds the bias,
+  in cache, without ever writing the unfolded input; a pass that clips stops at once when
+  bound management will redo it. Every setting but input noise runs there;
+* elsewhere (input noise, a CUDA device, tiles that cut through a conv's channels, no C
+  compiler) the eager path: conv inputs are unfolded in channels-last (ky, kx, c) order,
+  where every patch row is ``kh`` contiguous runs of memory (the tile weights are permuted
+  to match), a few images at a time so that the unfolded chunk, its quantised values and
+  its outputs stay in cache; the per-patch (abs-)max is a max-pool of the channel-wise
+  (abs-)max map; the DAC and ADC steps are folded into the weights, so the input is
+  quantised in place (one multiply, one round) and the product lands in ADC-level units,
+  with the output noise (torch's generator) added by the same ``addmm``.
+
+The two paths compute the same arithmetic with the same noise distribution, from different
+random streams.
 """
 
 from __future__ import annotations
@@ -40,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwsim.devices import DevicePreset, ForwardSpec
+from hwsim.engine import kernels
 from hwsim.engine.aihwkit_engine import AihwkitEngine
 from hwsim.engine.tiles import LayerState, TileState, read_layers
 
@@ -51,6 +65,20 @@ CUDA_CHUNK_ELEMENTS = 1 << 26  # a GPU wants large kernels instead
 
 def _chunk_limit(device: torch.device) -> int:
     return CHUNK_ELEMENTS if device.type == "cpu" else CUDA_CHUNK_ELEMENTS
+
+
+def standard_normal(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """The forward IO's random numbers: i.i.d. N(0, 1), from torch's seeded generator.
+
+    Every noise draw of the forward pass goes through here (the engine tests replace it, and
+    aihwkit's draws, by a constant to compare the noise amplitudes with aihwkit exactly).
+    """
+    return torch.randn(shape, device=device)
+
+
+# The fused kernel draws its own normals (in parallel, counter-based, from a seed taken from
+# torch's generator) unless ``standard_normal`` has been replaced, when it adds that one's.
+_OWN_NORMALS = standard_normal
 
 
 class _IO:
@@ -67,13 +95,55 @@ class _IO:
         self.bm = spec.bound_management != "none"
         self.max_bm_factor = max_bm_factor
         self.max_bm_reduction = max_bm_res / self.inp_step if self.inp_step > 0 else math.inf
-        # With abs-max noise management and inp_bound >= 1 the scaled input never exceeds the
-        # bound, so the input clamp can be skipped.
-        self.clamp_input = not (self.nm == "abs_max" and spec.inp_bound >= 1.0)
+        self.clamp_input = _input_may_exceed_bound(spec, self.inp_step)
+        # the fused CPU kernel computes every setting but input noise
+        self.kernel = None if spec.inp_noise > 0 else kernels.KernelIO(
+            noise_management=self.nm, inp_step=self.inp_step, inp_bound=self.inp_bound,
+            clamp_input=self.clamp_input, out_step=self.out_step, out_bound=self.out_bound,
+            out_noise=spec.out_noise)
+
+    def dac_gain(self, nm: torch.Tensor, reduction: float) -> torch.Tensor:
+        """Per input row, the factor that takes it to DAC levels: 1 / (nm x reduction x step).
+
+        A row's (abs-)max element lands on 1 / (reduction x step) levels. Where that is a
+        half-integer, a rounding tie in every row (31.5 levels for aihwkit's 7-bit DAC after
+        one bound-management halving), the level it rounds to depends on the last bit of the
+        float arithmetic; aihwkit's arithmetic (scale by 1/nm/reduction, then divide by the
+        step) decides it, so each row's factor is nudged by an ulp or two until that element
+        rounds as in aihwkit. Other elements meet a tie only by chance.
+        """
+        step = self.inp_step or 1.0
+        gain = 1.0 / (nm * (reduction * step))
+        top = 1.0 / (reduction * step)
+        if self.inp_step == 0 or self.nm == "none" or abs(top % 1.0 - 0.5) > 1e-6 * top:
+            return gain
+        want = torch.round(nm * (nm.reciprocal() / reduction) / self.inp_step)  # as aihwkit
+        for _ in range(8):
+            got = torch.round(nm * gain)
+            if torch.equal(got, want):
+                break
+            toward = torch.where(got > want, 0.0, math.inf)
+            gain = torch.where(got == want, gain, torch.nextafter(gain, toward))
+        return gain
 
     def all_zero_input(self, nm: torch.Tensor) -> bool:
         """aihwkit returns zeros, without output noise, when every input vector is zero."""
         return self.spec.inp_noise <= 0.0 and bool((nm == 0).all())
+
+
+def _input_may_exceed_bound(spec: ForwardSpec, inp_step: float) -> bool:
+    """Whether the DAC's clamp to ``inp_bound`` can act.
+
+    Abs-max noise management scales every input vector into [-1, 1] (bound management only
+    shrinks it further); the DAC then rounds 1 to its nearest level. When that level lies
+    within the bound (aihwkit's defaults: 63 steps of 2/126 = 1), the clamp never acts and
+    the fast path skips it. Under ``max`` or ``none`` noise management inputs are unbounded.
+    """
+    if spec.noise_management != "abs_max":
+        return True
+    top = round(1.0 / inp_step) * inp_step if inp_step > 0 else 1.0
+    bound = spec.inp_bound if spec.inp_bound > 0 else math.inf
+    return top > bound * (1.0 + 1e-9)
 
 
 def _step(res: float, bound: float) -> float:
@@ -81,7 +151,7 @@ def _step(res: float, bound: float) -> float:
     if res <= 0:
         return 0.0
     res = 1.0 / res if res > 1.0 else res
-    return res * 2.0 * bound
+    return res * (2.0 * bound)  # aihwkit's association: the same float
 
 
 class _Group:
@@ -101,8 +171,12 @@ class _Group:
             # Inputs enter as DAC levels and outputs leave as ADC levels: fold both steps into
             # the weights once, so the product lands directly in output-level units.
             gain = (io.inp_step or 1.0) / (io.out_step or 1.0)
+            # the tile's digital output scale: one number for per-tile weight scaling, one
+            # per output column for per-column scaling (the ADC rounds before it applies)
+            uniform = bool((t.scale == t.scale[0]).all())
+            scale = t.scale[:1] if uniform else t.scale
             self.tiles.append((t.out_start, t.out_end, (w.t() * gain).contiguous(),
-                               t.scale.clone()))
+                               scale.clone()))
 
 
 class _FastAnalogLayer(nn.Module):
@@ -124,22 +198,72 @@ class _FastAnalogLayer(nn.Module):
                     channels = (a // kk, b // kk)
             self.groups.append(_Group(a, b, tiles, channels, kernel, io))
         self.bias = state.bias
+        self._packed = None  # the tiles laid out for the fused kernel, on first use
 
     def _apply(self, fn, recurse=True):  # keep the groups' tensors on the module's device
         super()._apply(fn, recurse)
+        self._packed = None
         for g in self.groups:
             g.tiles = [(o0, o1, fn(w), fn(s)) for o0, o1, w, s in g.tiles]
         if self.bias is not None:
             self.bias = fn(self.bias)
         return self
 
+    def _kernel_ready(self, x: torch.Tensor) -> bool:
+        """Whether the fused CPU kernel computes this layer on ``x`` (else the eager path)."""
+        return (x.device.type == "cpu" and x.dtype == torch.float32
+                and self.io.kernel is not None and kernels.available())
+
+    def _run_kernel(self, x: torch.Tensor, channels, kernel, stride, padding,
+                    n_rows: int) -> torch.Tensor:
+        """:meth:`_run` on the fused kernel: ``x`` is (N, H, W, C) contiguous, ``channels``
+        gives each group's input channels; returns (n_rows, out_size)."""
+        io = self.io
+        single = len(self.groups) == 1 and len(self.groups[0].tiles) == 1
+        if self._packed is None:
+            ostep = io.out_step or 1.0
+            self._packed = [[kernels.pack_tile(w, ostep * s.expand(o1 - o0),
+                                               self.bias if single else None)
+                             for o0, o1, w, s in g.tiles] for g in self.groups]
+        out = (torch.empty if single else torch.zeros)(n_rows, self.out_size)
+        bias_added = False
+        for g, c, packed in zip(self.groups, channels, self._packed):
+            for (o0, o1, _, _), tile in zip(g.tiles, packed):
+                y = out if single else out.new_empty(n_rows, o1 - o0)
+                reduction = 1.0
+                while True:  # iterative bound management, batch-global as in aihwkit
+                    last = not io.bm or reduction > io.max_bm_factor \
+                        or reduction > io.max_bm_reduction
+                    noise = None if standard_normal is _OWN_NORMALS else \
+                        standard_normal((n_rows, o1 - o0), x.device)
+                    clipped, nonzero = kernels.mvm(
+                        x, c, kernel, stride, padding, tile, io.kernel, reduction, y,
+                        kernels.draw_seed(), redo_if_clipped=not last, noise=noise)
+                    if last or not clipped or not nonzero:
+                        break
+                    reduction *= 2.0
+                if not nonzero:  # every input vector zero: aihwkit returns zeros, no noise
+                    if single:
+                        out.zero_()
+                    break  # the group's other tiles see the same input
+                if single:
+                    bias_added = True
+                else:
+                    out[:, o0:o1] += y
+        if self.bias is not None and not bias_added:
+            out += self.bias
+        return out
+
     def _run(self, n_rows: int, n_chunks: int, chunk_rows, group_rows, group_nm,
              device) -> torch.Tensor:
         """aihwkit's IO-managed MVM of every tile over all rows; returns (n_rows, out_size)."""
         io = self.io
+        # A layer of one tile (the usual case) writes its final output directly: the tile's
+        # digital scale and the bias are folded into the last multiply. Several tiles add
+        # their scaled outputs into a zeroed buffer, and the bias comes last.
         single = len(self.groups) == 1 and len(self.groups[0].tiles) == 1
         out = (torch.empty if single else torch.zeros)(n_rows, self.out_size, device=device)
-        direct = False  # whether the bias was added with the last multiply
+        bias_added = False
         for g in self.groups:
             nm = group_nm(g)  # (n_rows, 1) noise-management scale of each input vector
             if io.all_zero_input(nm):  # aihwkit: zero output (the digital bias is added below)
@@ -148,11 +272,8 @@ class _FastAnalogLayer(nn.Module):
                 continue
             nm = torch.where(nm > 0, nm, torch.ones_like(nm))
             for o0, o1, w, s in g.tiles:
-                # a single tile with one digital scale (the usual case) writes its final
-                # output directly: scale and bias folded into the last multiply
-                direct = single and bool((s == s[0]).all())
-                y = out if direct else out.new_empty(n_rows, o1 - o0)
-                post = (s[:1], self.bias) if direct else (None, None)
+                y = out if single else out.new_empty(n_rows, o1 - o0)
+                post = (s, self.bias) if single else (None, None)
                 reduction = 1.0
                 while True:  # iterative bound management, batch-global as in aihwkit
                     clipped = False
@@ -161,15 +282,17 @@ class _FastAnalogLayer(nn.Module):
                         scale = nm[r0:r1] * reduction
                         # the rows, divided by their scale in units of the input step: one
                         # pass from the unfolded view into a fresh buffer
-                        x = group_rows(g, k, 1.0 / (scale * (io.inp_step or 1.0)))
+                        x = group_rows(g, k, io.dac_gain(nm[r0:r1], reduction))
                         clipped |= self._mvm(x, w, scale, y[r0:r1], *post)
                     if not clipped or not io.bm or reduction > io.max_bm_factor \
                             or reduction > io.max_bm_reduction:
                         break
                     reduction *= 2.0
-                if not direct:
+                if single:
+                    bias_added = True
+                else:
                     out[:, o0:o1].addcmul_(y, s)
-        if self.bias is not None and not direct:
+        if self.bias is not None and not bias_added:
             out += self.bias
         return out
 
@@ -188,22 +311,24 @@ class _FastAnalogLayer(nn.Module):
         if io.clamp_input:
             lim = io.inp_bound / io.inp_step if io.inp_step > 0 else io.inp_bound
             x.clamp_(-lim, lim)
-        if spec.inp_noise > 0:
-            x.add_(torch.randn_like(x), alpha=spec.inp_noise / (io.inp_step or 1.0))
+        if spec.inp_noise > 0:  # input noise, after the DAC (as aihwkit)
+            x.add_(standard_normal(x.shape, x.device), alpha=spec.inp_noise / (io.inp_step or 1.0))
         # product in output-step units (the steps are folded into w), plus output noise
         if spec.out_noise > 0:
             # output noise: one standard normal per output, scaled and added by the addmm
-            noise = torch.randn(len(x), w.shape[1], device=x.device)
+            noise = standard_normal((len(x), w.shape[1]), x.device)
             z = torch.addmm(noise, x, w, beta=spec.out_noise / (io.out_step or 1.0))
         else:
             z = x @ w
         ostep = io.out_step or 1.0
         if io.out_step > 0:
             z.round_()  # ADC
-        lim = io.out_bound / ostep
         lo, hi = torch.aminmax(z)
-        clipped = bool(hi > lim) or bool(lo < -lim)
+        # aihwkit tests its quantised outputs (levels x step, in float32) against the bound:
+        # the same product, on the extremes alone, flags the same clipping
+        clipped = bool(hi * ostep > io.out_bound) or bool(lo * ostep < -io.out_bound)
         if clipped:
+            lim = io.out_bound / ostep
             z.clamp_(-lim, lim)
         rescale = scale * ostep if col_scale is None else scale * (ostep * col_scale)
         if bias is None:
@@ -221,12 +346,16 @@ class FastAnalogLinear(_FastAnalogLayer):
         shape = x.shape
         rows = x.reshape(-1, shape[-1])
         n = len(rows)
+        if self._kernel_ready(x):  # rows as 1x1 images of shape[-1] channels
+            out = self._run_kernel(rows.contiguous().view(n, 1, 1, -1),
+                                   [(g.a, g.b) for g in self.groups], (1, 1), (1, 1), (0, 0), n)
+            return out.reshape(*shape[:-1], -1)
         per = max(1, _chunk_limit(x.device) // rows.shape[1])
         chunks = [(r0, min(n, r0 + per)) for r0 in range(0, n, per)]
 
-        def group_rows(g, k, inv_scale):
+        def group_rows(g, k, gain):
             r0, r1 = chunks[k]
-            return rows[r0:r1, g.a:g.b] * inv_scale
+            return rows[r0:r1, g.a:g.b] * gain
 
         def group_nm(g):
             return _nm_rows(rows[:, g.a:g.b], self.io)
@@ -253,11 +382,27 @@ class FastAnalogConv2d(_FastAnalogLayer):
         self.kernel, self.stride, self.padding = conv.kernel_size, conv.stride, conv.padding
         self.out_channels = conv.out_channels
 
+    def _patch_max(self, cmap: torch.Tensor) -> torch.Tensor:
+        """The max of each (zero-padded) patch of the (N, 1, H, W) map ``cmap``."""
+        (kh, kw), (ph, pw) = self.kernel, self.padding
+        if self.io.nm == "abs_max" and 2 * ph <= kh and 2 * pw <= kw:
+            # max_pool2d pads with -inf; an abs-max is >= 0 and every patch holds an image
+            # pixel, so that equals aihwkit's zero padding
+            return F.max_pool2d(cmap, self.kernel, self.stride, self.padding)
+        # a signed max (or a patch that may lie in the padding alone) sees the padding zeros
+        return F.max_pool2d(F.pad(cmap, (pw, pw, ph, ph)), self.kernel, self.stride)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w_ = x.shape
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
         ho, wo = (h + 2 * ph - kh) // sh + 1, (w_ + 2 * pw - kw) // sw + 1
         per_image = ho * wo
+        if self._kernel_ready(x) and all(g.channels is not None for g in self.groups):
+            # the fused kernel gathers each patch from the NHWC input itself
+            out = self._run_kernel(x.permute(0, 2, 3, 1).contiguous(),
+                                   [g.channels for g in self.groups], self.kernel,
+                                   self.stride, self.padding, n * per_image)
+            return out.view(n, ho, wo, self.out_channels).permute(0, 3, 1, 2)
         hp, wp = h + 2 * ph, w_ + 2 * pw
         if ph or pw:  # zero-padded NHWC copy (a plain copy when x is channels-last)
             xp = x.new_zeros(n, hp, wp, c)
@@ -270,29 +415,36 @@ class FastAnalogConv2d(_FastAnalogLayer):
         per = max(1, _chunk_limit(x.device) // (per_image * c * kh * kw))
         chunks = [(i0, min(n, i0 + per)) for i0 in range(0, n, per)]
 
-        def group_rows(g, k, inv_scale):
-            i0, i1 = chunks[k]
-            m = (i1 - i0) * per_image
-            if g.channels is not None:
-                c0, c1 = g.channels
-                view = patches[i0:i1, ..., c0:c1]  # (n, Ho, Wo, kh, kw, c)
-                buf = x.new_empty(view.shape)  # contiguous: rows in (ky, kx, c) order
-                torch.mul(view, inv_scale.view(i1 - i0, ho, wo, 1, 1, 1), out=buf)
-                return buf.view(m, -1)
+        def aihwkit_block(g, k):
             # a chunk that cuts through channels: aihwkit's (c, ky, kx) order, then columns
-            block = patches[i0:i1].permute(0, 1, 2, 5, 3, 4).reshape(m, -1)
-            return block[:, g.a:g.b] * inv_scale
+            i0, i1 = chunks[k]
+            block = patches[i0:i1].permute(0, 1, 2, 5, 3, 4).reshape((i1 - i0) * per_image, -1)
+            return block[:, g.a:g.b]
+
+        def group_rows(g, k, gain):
+            if g.channels is None:
+                return aihwkit_block(g, k) * gain
+            i0, i1 = chunks[k]
+            c0, c1 = g.channels
+            view = patches[i0:i1, ..., c0:c1]  # (n, Ho, Wo, kh, kw, c)
+            buf = x.new_empty(view.shape)  # contiguous: rows in (ky, kx, c) order
+            torch.mul(view, gain.view(i1 - i0, ho, wo, 1, 1, 1), out=buf)
+            return buf.view((i1 - i0) * per_image, -1)
 
         def group_nm(g):
-            if g.channels is not None and self.io.nm == "abs_max":
-                # abs-max of each patch = max-pool of the channel-wise abs-max map
-                c0, c1 = g.channels
-                lo, hi = torch.aminmax(x[:, c0:c1], dim=1, keepdim=True)  # one pass over x
-                amap = torch.maximum(hi, lo.neg_())
-                return F.max_pool2d(amap, self.kernel, self.stride, self.padding).reshape(-1, 1)
-            one = torch.ones(1, device=x.device)
-            return torch.cat([_nm_rows(group_rows(g, k, one), self.io)
-                              for k in range(len(chunks))])
+            if self.io.nm == "none":
+                return x.new_ones(n * per_image, 1)
+            if g.channels is None:
+                return torch.cat([_nm_rows(aihwkit_block(g, k), self.io)
+                                  for k in range(len(chunks))])
+            # the (abs-)max of each patch is a max-pool of the channel-wise (abs-)max map
+            xs = x[:, g.channels[0]:g.channels[1]]
+            if self.io.nm == "abs_max":
+                lo, hi = torch.aminmax(xs, dim=1, keepdim=True)  # one pass over x
+                cmap = torch.maximum(hi, lo.neg_())
+            else:
+                cmap = xs.amax(1, keepdim=True)
+            return self._patch_max(cmap).reshape(-1, 1)
 
         out = self._run(n * per_image, len(chunks),
                         lambda k: (chunks[k][0] * per_image, chunks[k][1] * per_image),

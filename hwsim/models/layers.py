@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 
@@ -35,3 +37,21 @@ def init_weights(model: nn.Module) -> None:
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def inside_taps(size: int, kernel_size: int = 3) -> float:
+    """Average number of a "same"-padded square kernel's taps that fall inside a size x size map.
+
+    A 3x3 conv sees all 9 taps only far from the border: on average 7.6 on an 8x8 map, 4 on a
+    2x2 map and 1 on a 1x1 map, where the padding supplies the rest as zeros.
+    """
+    pad = kernel_size // 2
+    per_axis = sum(min(i + pad, size - 1) - max(i - pad, 0) + 1 for i in range(size)) / size
+    return per_axis * per_axis
+
+
+def init_plain_conv(conv: nn.Conv2d, input_size: int) -> None:
+    """He init for a conv in a net without normalisation: fan-in counted over the taps that see
+    the map (:func:`inside_taps`), so each ReLU layer keeps its input's scale."""
+    fan_in = conv.in_channels // conv.groups * inside_taps(input_size, conv.kernel_size[0])
+    nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / fan_in))

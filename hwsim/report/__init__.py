@@ -1,0 +1,54 @@
+"""The comparison report of a study run, built from its results store alone.
+
+The package, by concept:
+
+* :mod:`~hwsim.report.analysis` — the numbers: variants, cell groups, verdicts (Welch 95%
+  CIs), the paper's metric, BN-layer trends, models that did not learn;
+* :mod:`~hwsim.report.answers` — the answers at the top: one builder per question;
+* :mod:`~hwsim.report.context` — setup, presets (and their mapping), models, conventions;
+* :mod:`~hwsim.report.figures` — what each figure shows and how it is drawn (the only
+  matplotlib importer);
+* :mod:`~hwsim.report.build` — :class:`Report` and :func:`build_report` (store → report);
+* :mod:`~hwsim.report.layout` — the reading order: report → typed blocks;
+* :mod:`~hwsim.report.render` — typed blocks → Markdown and HTML;
+* :mod:`~hwsim.report.write` — :func:`write_report` (files on disk).
+"""
+
+from hwsim.report.analysis import (
+    BN_BETTER,
+    BN_FOLDED,
+    BN_KEPT,
+    BN_RECAL,
+    BN_WORSE,
+    COMPARISONS,
+    FOLD_HELPS,
+    FOLD_HURTS,
+    NO_BN,
+    NO_DIFFERENCE,
+    PAPER_CITATION,
+    PAPER_RESULTS,
+    TOO_FEW,
+    VARIANT_LABELS,
+    Comparison,
+    Group,
+    PaperMetric,
+    Trend,
+    Unlearned,
+    Verdict,
+    condition_label,
+    variant_of,
+)
+from hwsim.report.answers import ANSWER_BUILDERS, Answer, Findings
+from hwsim.report.build import Report, build_report
+from hwsim.report.figures import FigureSpec, Series, render_png
+from hwsim.report.layout import report_document
+from hwsim.report.render import Document, render_html, render_markdown
+from hwsim.report.write import FORMATS, write_report
+
+__all__ = ["ANSWER_BUILDERS", "BN_BETTER", "BN_FOLDED", "BN_KEPT", "BN_RECAL", "BN_WORSE",
+           "COMPARISONS", "FOLD_HELPS", "FOLD_HURTS", "FORMATS", "NO_BN", "NO_DIFFERENCE",
+           "PAPER_CITATION", "PAPER_RESULTS", "TOO_FEW", "VARIANT_LABELS", "Answer",
+           "Comparison", "Document", "FigureSpec", "Findings", "Group", "PaperMetric", "Report",
+           "Series", "Trend", "Unlearned", "Verdict", "build_report", "condition_label",
+           "render_html", "render_markdown", "render_png", "report_document", "variant_of",
+           "write_report"]

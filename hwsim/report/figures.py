@@ -1,0 +1,365 @@
+"""The report's figures: what each shows (:class:`FigureSpec`, built from the analysis) and
+how it is drawn (:func:`render_png`). The only module of hwsim that imports matplotlib.
+
+* accuracy vs inference time, per (dataset, drifting preset, eta);
+* normalised accuracy vs eta, per (dataset, weight-noise preset, t);
+* the BN gap vs the number of BN layers, per dataset (claim 2);
+* the forest plot: every verdict's difference with its Welch 95% CI, coloured by outcome.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Literal
+
+from hwsim.devices import format_time
+from hwsim.report.analysis import (
+    BN_FOLDED,
+    BN_KEPT,
+    BN_RECAL,
+    COMPARISONS,
+    NO_BN,
+    Group,
+    Trend,
+    Verdict,
+    none_first,
+    variant_order,
+)
+from hwsim.stats import Stat
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line, reference line or set of points of a figure (values in plot units)."""
+
+    label: str
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+    lo: tuple[float, ...] = ()  # CI band (lines) or error bar ends (points); NaN: none
+    hi: tuple[float, ...] = ()
+    color_key: str = ""  # series with equal keys share a colour
+    variant: str = ""  # line style / marker
+    kind: Literal["line", "ref", "points"] = "line"
+    point_labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ForestPoint:
+    row: int  # index into FigureSpec.rows
+    diff: float  # percentage points
+    low: float  # NaN: no CI
+    high: float
+    outcome: str
+    tone: str  # "harm" | "benefit" | "none" | "n/a" (Verdict.tone)
+
+
+@dataclass(frozen=True)
+class ForestPanel:
+    """One comparison of a forest plot, e.g. "no BN − BN kept"."""
+
+    title: str
+    points: tuple[ForestPoint, ...]
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """What a figure shows; :func:`render_png` draws it."""
+
+    name: str  # file stem
+    title: str
+    caption: str
+    kind: Literal["time", "eta", "bn_layers", "forest"]
+    xlabel: str
+    ylabel: str
+    series: tuple[Series, ...] = ()
+    dataset: str = ""
+    rows: tuple[str, ...] = ()  # forest: one label per row, top to bottom
+    panels: tuple[ForestPanel, ...] = ()  # forest: one per comparison
+
+
+def _slug(*parts: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts)).strip("_")
+
+
+def _pct_band(stat: Stat) -> tuple[float, float, float]:
+    """Mean and CI ends in %; the ends are NaN (no band) for a single sample."""
+    return 100 * stat.mean, 100 * (stat.mean - stat.ci95), 100 * (stat.mean + stat.ci95)
+
+
+def _line_series(gs: list[Group], x_of, stat_of) -> dict[tuple[str, str], Series]:
+    by: dict[tuple[str, str], list[Group]] = defaultdict(list)
+    for g in gs:
+        by[(g.arch, g.variant)].append(g)
+    out = {}
+    for (arch, variant), items in by.items():
+        items.sort(key=x_of)
+        vals = [_pct_band(stat_of(g)) for g in items]
+        if all(math.isnan(v[0]) for v in vals):  # e.g. no digital accuracy to normalise by
+            continue
+        out[(arch, variant)] = Series(
+            f"{arch} {variant}", tuple(float(x_of(g)) for g in items),
+            tuple(v[0] for v in vals), tuple(v[1] for v in vals), tuple(v[2] for v in vals),
+            color_key=arch, variant=variant)
+    return dict(sorted(out.items(), key=lambda kv: (kv[0][0], variant_order(kv[0][1]))))
+
+
+def time_figures(groups: list[Group]) -> list[FigureSpec]:
+    figs = []
+    keys = sorted({(g.dataset, g.preset, g.eta) for g in groups if g.t is not None},
+                  key=lambda k: (k[0], k[1], none_first(k[2])))
+    for dataset, preset, eta in keys:
+        gs = [g for g in groups if (g.dataset, g.preset, g.eta) == (dataset, preset, eta)
+              and g.t is not None]
+        series = list(_line_series(gs, lambda g: g.t, lambda g: g.accuracy).values())
+        refs: dict[str, set[float]] = defaultdict(set)
+        for g in gs:
+            if g.digital is not None:
+                refs[g.arch].add(g.digital)
+        xs = sorted({g.t for g in gs})
+        for arch, digs in sorted(refs.items()):
+            for i, dig in enumerate(sorted(digs)):
+                # one legend entry per arch for its BN and no-BN models' digital accuracy
+                series.append(Series(f"{arch} digital (BN, no BN)" if i == 0 else "",
+                                     (xs[0], xs[-1]), (100 * dig, 100 * dig), color_key=arch,
+                                     kind="ref"))
+        extra = f", η = {eta:g}" if eta is not None else ""
+        figs.append(FigureSpec(
+            name=_slug(dataset, preset, *([f"eta{eta:g}"] if eta is not None else []),
+                       "accuracy-vs-time"),
+            title=f"{dataset}: accuracy vs inference time ({preset}{extra})",
+            caption=(f"Analog test accuracy on {dataset} under the {preset} preset vs the time "
+                     "since programming; bands: 95% CI of the mean; thin dash-dot lines: "
+                     "digital accuracy."),
+            kind="time", xlabel="time since programming (log scale)",
+            ylabel="test accuracy (%)", series=tuple(series), dataset=dataset))
+    return figs
+
+
+def eta_figures(groups: list[Group], noise_types: dict) -> list[FigureSpec]:
+    figs = []
+    keys = sorted({(g.dataset, g.preset, g.t) for g in groups if g.eta is not None},
+                  key=lambda k: (k[0], k[1], none_first(k[2])))
+    for dataset, preset, t in keys:
+        gs = [g for g in groups if (g.dataset, g.preset, g.t) == (dataset, preset, t)
+              and g.eta is not None]
+        series = tuple(_line_series(gs, lambda g: g.eta, lambda g: g.normalised).values())
+        kind = noise_types.get(preset)
+        xlabel = {"additive": "η (noise σ / std of the layer's weights)",
+                  "multiplicative": "η (relative noise σ of each weight)"}.get(
+                      kind, "weight-noise level η (relative)")
+        extra = f", t = {format_time(t)}" if t is not None else ""
+        figs.append(FigureSpec(
+            name=_slug(dataset, preset, *([format_time(t)] if t is not None else []),
+                       "normalised-vs-eta"),
+            title=f"{dataset}: normalised accuracy vs weight noise ({preset}{extra})",
+            caption=(f"Accuracy normalised by each model's digital accuracy on {dataset} vs "
+                     f"the weight-noise level of the {preset} preset; bands: 95% CI of the "
+                     "mean."),
+            kind="eta", xlabel=xlabel, ylabel="normalised accuracy (% of digital)",
+            series=series, dataset=dataset))
+    return figs
+
+
+def bn_layer_figures(trends: list[Trend]) -> list[FigureSpec]:
+    """Per dataset: the gap no BN − each BN variant vs the number of BN layers."""
+    figs = []
+    for dataset in sorted({t.dataset for t in trends}):
+        series = []
+        for t in (t for t in trends if t.dataset == dataset):
+            points = sorted(t.points, key=lambda p: (p.bn_layers, p.arch))
+            series.append(Series(
+                f"{t.condition}: no BN − {t.variant}", tuple(p.bn_layers for p in points),
+                tuple(100 * p.diff for p in points), tuple(100 * p.low for p in points),
+                tuple(100 * p.high for p in points), color_key=t.condition, variant=t.variant,
+                kind="points", point_labels=tuple(p.arch for p in points)))
+        figs.append(FigureSpec(
+            name=_slug(dataset, "gap-vs-bn-layers"),
+            title=f"{dataset}: BN gap vs number of BN layers",
+            caption=("Gap in normalised accuracy (no BN minus the BN variant, percentage "
+                     "points) vs the number of BN layers of each architecture's BN model; "
+                     "weight-noise presets use the average over η, other presets their "
+                     "largest inference time. Error bars: Welch 95% CI. Above 0: the BN "
+                     "model loses more."),
+            kind="bn_layers", xlabel="BN layers in the BN model",
+            ylabel="no BN − BN normalised accuracy (pp)", series=tuple(series),
+            dataset=dataset))
+    return figs
+
+
+def _forest_row(v: Verdict) -> tuple[str, str, str]:
+    if v.paper_metric:
+        cond = "average over η" + (f", t = {format_time(v.t)}" if v.t is not None else "")
+    else:
+        cond = v.condition
+    return (v.arch, v.preset, cond)
+
+
+def forest_figures(verdicts: list[Verdict]) -> list[FigureSpec]:
+    """Per dataset: every verdict's difference and Welch 95% CI, one panel per comparison,
+    one row per (arch, preset, condition), coloured by outcome."""
+    names = [c.name for c in COMPARISONS]
+    figs = []
+    for dataset in sorted({v.dataset for v in verdicts}):
+        mine = sorted((v for v in verdicts if v.dataset == dataset),
+                      key=lambda v: (v.arch, v.preset, v.paper_metric, none_first(v.eta),
+                                     none_first(v.t)))
+        rows = list(dict.fromkeys(_forest_row(v) for v in mine))
+        index = {r: i for i, r in enumerate(rows)}
+        comparisons = sorted({v.comparison for v in mine},
+                             key=lambda c: (names.index(c) if c in names else len(names), c))
+        panels = []
+        for comp in comparisons:
+            vs = [v for v in mine if v.comparison == comp]
+            known = [c for c in COMPARISONS if c.name == comp]
+            sign = (f"\n> 0: {known[0].positive.removesuffix(' beyond the 95% CI')}"
+                    if known else "")
+            panels.append(ForestPanel(vs[0].difference + sign, tuple(
+                ForestPoint(index[_forest_row(v)], 100 * v.diff, 100 * v.low, 100 * v.high,
+                            v.outcome, v.tone) for v in vs)))
+        figs.append(FigureSpec(
+            name=_slug(dataset, "forest"),
+            title=f"{dataset}: every comparison with its 95% CI",
+            caption=("Each row: one architecture, preset and condition; each panel: one "
+                     "difference of mean normalised accuracies (percentage points) with its "
+                     "Welch 95% CI. Red: the BN option under test is worse (BN kept worse "
+                     "than no BN, or folding hurts); blue: it is better; grey: no significant "
+                     "difference (the CI crosses 0); a dot without a bar: too few samples "
+                     "for a CI."),
+            kind="forest", xlabel="difference (pp)", ylabel="",
+            dataset=dataset, rows=tuple(" · ".join(r) for r in rows), panels=tuple(panels)))
+    return figs
+
+
+# line style and marker per variant; variants not listed cycle through the spare ones
+_STYLE = {NO_BN: ("-", "o"), BN_KEPT: ("--", "s"), BN_FOLDED: (":", "^"), BN_RECAL: ("-.", "D")}
+_SPARE_STYLES = (("-", "v"), ("--", "P"), (":", "X"), ("-.", "*"))
+_TONE_COLOURS = {"harm": "#d62728", "benefit": "#1f77b4", "none": "#7f7f7f", "n/a": "#bbbbbb"}
+
+
+def _style(variant: str) -> tuple[str, str]:
+    if variant in _STYLE:
+        return _STYLE[variant]
+    return _SPARE_STYLES[sum(map(ord, variant)) % len(_SPARE_STYLES)]
+
+
+def render_png(spec: FigureSpec, dpi: int = 110) -> bytes:
+    """Draw ``spec`` with matplotlib's Agg canvas and return the PNG bytes."""
+    # The object-oriented Figure API on an Agg canvas: headless, and it leaves pyplot's
+    # global backend alone (matplotlib.use("Agg") would switch a notebook's backend).
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    if spec.kind == "forest":
+        return _render_forest(spec, dpi)
+    fig = Figure(figsize=(8.5, 4.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    palette = matplotlib.colormaps["tab10"].colors
+    colors = {}
+    for s in spec.series:
+        colors.setdefault(s.color_key, palette[len(colors) % len(palette)])
+    labelled: set[tuple[float, str]] = set()  # name each point once (kept/folded overlap)
+    for s in spec.series:
+        color = colors[s.color_key]
+        ls, marker = _style(s.variant)
+        if s.kind == "ref":
+            ax.plot(s.x, s.y, color=color, lw=1, ls="-.", alpha=0.6,
+                    label=s.label or "_nolegend_")
+        elif s.kind == "line":
+            ax.plot(s.x, s.y, color=color, ls=ls, marker=marker, lw=1.8, label=s.label)
+            if s.lo and not all(math.isnan(v) for v in s.lo):
+                ax.fill_between(s.x, s.lo, s.hi, color=color, alpha=0.15, lw=0)
+        else:
+            yerr = None
+            if s.lo and not all(math.isnan(v) for v in s.lo):
+                yerr = [[max(y - lo, 0) if not math.isnan(lo) else 0 for y, lo in
+                         zip(s.y, s.lo)],
+                        [max(hi - y, 0) if not math.isnan(hi) else 0 for y, hi in
+                         zip(s.y, s.hi)]]
+            ax.errorbar(s.x, s.y, yerr=yerr, color=color, marker=marker, ls="none",
+                        ms=7, capsize=3, label=s.label)
+            for x, y, name in zip(s.x, s.y, s.point_labels):
+                if (x, name) in labelled:
+                    continue
+                labelled.add((x, name))
+                ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4),
+                            fontsize=8)
+    xs = sorted({x for s in spec.series for x in s.x})
+    if spec.kind == "time":
+        ax.set_xscale("log" if xs and xs[0] > 0 else "symlog")
+        ax.xaxis.set_major_locator(FixedLocator(xs))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([format_time(x) for x in xs])
+    elif spec.kind == "eta":
+        ax.set_xticks(xs)
+        ax.set_xticklabels([f"{x:g}" for x in xs])
+    else:
+        ax.axhline(0, color="0.4", lw=0.8)
+        ax.margins(x=0.12, y=0.12)
+        ax.set_xticks(xs)
+        ax.set_xticklabels([str(int(x)) if float(x).is_integer() else f"{x:g}" for x in xs])
+        if len(xs) == 1:
+            ax.set_xlim(xs[0] - 1, xs[0] + 1)
+    ax.set_title(spec.title)
+    ax.set_xlabel(spec.xlabel)
+    ax.set_ylabel(spec.ylabel)
+    ax.grid(True, alpha=0.3)
+    if spec.kind == "bn_layers":  # long labels: below the axes
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8,
+                  frameon=False)
+    else:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+
+
+def _render_forest(spec: FigureSpec, dpi: int) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    n = len(spec.rows)
+    width = 4.0 + 3.6 * len(spec.panels)
+    fig = Figure(figsize=(width, 1.6 + 0.24 * n), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(spec.panels), sharey=True, squeeze=False)[0]
+    # a light line between the blocks of rows of one (arch, preset)
+    blocks = [i for i in range(1, n)
+              if spec.rows[i].rsplit(" · ", 1)[0] != spec.rows[i - 1].rsplit(" · ", 1)[0]]
+    seen: dict[str, str] = {}  # outcome -> tone, for the legend
+    for ax, panel in zip(axes, spec.panels):
+        ax.axvline(0, color="0.3", lw=0.8)
+        for b in blocks:
+            ax.axhline(b - 0.5, color="0.85", lw=0.8)
+        for p in panel.points:
+            colour = _TONE_COLOURS.get(p.tone, "#7f7f7f")
+            if not math.isnan(p.low):
+                ax.plot([p.low, p.high], [p.row, p.row], color=colour, lw=2.2,
+                        solid_capstyle="butt")
+            ax.plot([p.diff], [p.row], "o", color=colour, ms=5)
+            seen.setdefault(p.outcome, p.tone)
+        ax.set_title(panel.title, fontsize=10)
+        ax.set_xlabel("difference (pp)")
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.margins(x=0.08)
+    axes[0].set_yticks(range(n))
+    axes[0].set_yticklabels(spec.rows, fontsize=8)
+    axes[0].set_ylim(n - 0.5, -0.5)  # first row on top
+    order = {"harm": 0, "benefit": 1, "none": 2, "n/a": 3}
+    handles = [Line2D([], [], color=_TONE_COLOURS.get(t, "#7f7f7f"), marker="o", lw=2.2,
+                      label=o) for o, t in sorted(seen.items(), key=lambda kv: order[kv[1]])]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 3),
+               fontsize=8, frameon=False)
+    fig.suptitle(spec.title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()

@@ -1,0 +1,130 @@
+"""The reading order of the report: a :class:`~hwsim.report.build.Report` laid out as typed
+blocks (:mod:`hwsim.report.render`), and how its numbers are printed."""
+
+from __future__ import annotations
+
+import math
+
+from hwsim.report.analysis import (
+    Verdict,
+)
+from hwsim.report.answers import exclusion_text
+from hwsim.report.build import Report
+from hwsim.report.context import VERDICT_METHOD, format_seconds
+from hwsim.report.render import (
+    Block,
+    BulletList,
+    Details,
+    Document,
+    Figure,
+    Heading,
+    Notice,
+    Paragraph,
+    Table,
+)
+from hwsim.stats import Stat
+
+
+def pct(v: float | None, digits: int = 1) -> str:
+    return "—" if v is None or math.isnan(v) else f"{100 * v:.{digits}f}"
+
+
+def pct_ci(s: Stat) -> str:
+    if s.n == 0 or math.isnan(s.mean):
+        return "n/a"
+    ci = "n/a" if math.isnan(s.ci95) else f"{100 * s.ci95:.1f}"
+    return f"{100 * s.mean:.1f} ± {ci}"
+
+
+def pp(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{100 * v:+.1f}"
+
+
+def ci_text(v: Verdict) -> str:
+    if math.isnan(v.low):
+        return "n/a"
+    return f"[{pp(v.low)}, {pp(v.high)}]"
+
+
+def _table(headers, rows) -> Table:
+    return Table(tuple(headers), tuple(tuple(r) for r in rows))
+
+
+def _answers(report: Report, dataset: str) -> list[Block]:
+    b: list[Block] = [Heading(2, f"Answers: {dataset}")]
+    unlearned = [u for u in report.unlearned if u.dataset == dataset]
+    if unlearned:
+        b.append(Notice(exclusion_text(unlearned), lead="Left out:", tone="warning"))
+    answers = report.answers.get(dataset) or []
+    for a in answers:
+        b += [Heading(3, a.question), Paragraph(a.answer, lead=f"{a.short}.")]
+        if a.details:
+            b.append(BulletList(a.details))
+        b += [Table(t.headers, t.rows) for t in a.tables]
+        b += [Figure(f) for f in a.figures]
+    if not answers:
+        b.append(Paragraph("No question can be answered: no two variants were measured under "
+                           "the same conditions by models that learned."))
+    forest = [f for f in report.figures if f.kind == "forest" and f.dataset == dataset]
+    if forest:
+        b.append(Heading(3, "Every comparison at a glance"))
+        b += [Figure(f) for f in forest]
+    return b
+
+
+def _model_table(models: list[dict]) -> Table:
+    rows = []
+    for m in models:
+        learned = "yes" if not m["unlearned"] else "no: " + "; ".join(
+            f"seed {u.seed} at {pct(u.accuracy)}% < {pct(u.threshold)}%" for u in m["unlearned"])
+        rows.append([m["arch"], m["bn"], ", ".join(map(str, m["seeds"])), str(m["bn_layers"]),
+                     pct_ci(m["digital"]) if m["digital"].n > 1 else pct(m["digital"].mean),
+                     learned, pct(m["full_test"]),
+                     format_seconds(m["train_seconds"]) if m["train_seconds"] else "—"])
+    return _table(["arch", "BN", "seeds", "BN layers", "digital acc. (%) on evaluated images",
+                   "learned", "full test acc. (%)", "training time"], rows)
+
+
+def report_document(report: Report) -> Document:
+    """The report as a document of typed blocks, in reading order: the answers first, then
+    setup and conventions, the curves, and an appendix of tables."""
+    b: list[Block] = [Heading(1, report.title)]
+    about = f"Study {report.study}. " if report.study else ""
+    b.append(Paragraph(f"{about}Results store: {report.store_path}"))
+    b.append(Paragraph(report.guide, lead="Reading guide:"))
+    if report.small_run:
+        b.append(Notice("; ".join(report.small_run) + ". It checks the pipeline and shows "
+                        "trends; its accuracies and wide CIs are not publication-grade.",
+                        lead="Small run:"))
+    for d in report.datasets:
+        b += _answers(report, d)
+
+    b += [Heading(2, "Setup"), BulletList(tuple(report.setup))]
+    if report.presets:
+        b += [Heading(3, "Device presets"), BulletList(tuple(report.presets))]
+    if report.models:
+        b += [Heading(3, "Trained models"), _model_table(report.models)]
+    b += [Heading(2, "Conventions"), BulletList(tuple(report.notes)), Paragraph(VERDICT_METHOD)]
+
+    curves = [f for f in report.figures if f.kind in ("time", "eta")]
+    if curves:
+        b.append(Heading(2, "Accuracy vs time and vs noise"))
+        b += [Figure(f) for f in curves]
+
+    b.append(Heading(2, "Appendix: tables"))
+    if report.verdicts:
+        rows = [[v.dataset, v.arch, v.preset, v.condition, v.difference, pp(v.diff),
+                 ci_text(v), f"{v.n[0]} / {v.n[1]}", v.outcome] for v in report.verdicts]
+        b.append(Details(f"All {len(rows)} verdicts", (_table(
+            ["dataset", "arch", "preset", "condition", "difference", "value (pp)",
+             "95% CI (pp)", "n", "verdict"], rows),)))
+    else:
+        b.append(Paragraph("No pair of variants was measured under the same conditions."))
+    for d in report.datasets:
+        rows = [[g.arch, g.variant if g.learned else f"{g.variant} (did not learn)", g.preset,
+                 g.condition, str(g.accuracy.n), pct(g.digital), pct_ci(g.accuracy),
+                 pct_ci(g.normalised)] for g in report.groups if g.dataset == d]
+        b.append(Details(f"Results on {d}: every cell group ({len(rows)} rows)", (_table(
+            ["arch", "variant", "preset", "condition", "n", "digital acc. (%)",
+             "analog acc. (%) ± 95% CI", "normalised acc. (%) ± 95% CI"], rows),)))
+    return Document(report.title, tuple(b))

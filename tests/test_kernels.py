@@ -1,0 +1,181 @@
+"""The fused CPU kernel against a plain torch reference of aihwkit's IO-managed MVM."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy import stats
+
+from hwsim.engine import kernels
+
+pytestmark = pytest.mark.skipif(not kernels.available(), reason="no C compiler")
+
+
+def io(nm="abs_max", inp_step=2 / 126, out_step=24 / 510, out_noise=0.0, inp_bound=1.0,
+       out_bound=12.0):
+    return kernels.KernelIO(
+        noise_management=nm, inp_step=inp_step, inp_bound=inp_bound or math.inf,
+        clamp_input=not (nm == "abs_max" and inp_bound >= 1.0), out_step=out_step,
+        out_bound=out_bound or math.inf, out_noise=out_noise)
+
+
+def reference(x, channels, kernel, stride, padding, w, scale, bias, kio, reduction, noise=0.0):
+    """aihwkit's AnalogMVM on F.unfold rows, every output-noise draw ``noise``."""
+    n, c, h, wd = x.shape
+    c0, c1 = channels
+    cols = F.unfold(x[:, c0:c1], kernel, padding=padding, stride=stride)  # (n, c*kh*kw, L)
+    kh, kw = kernel
+    rows = cols.view(n, c1 - c0, kh, kw, -1).permute(0, 4, 2, 3, 1).reshape(-1, (c1 - c0) * kh * kw)
+    if kio.noise_management == "abs_max":
+        nm = rows.abs().amax(1, keepdim=True)
+    elif kio.noise_management == "max":
+        nm = rows.amax(1, keepdim=True)
+    else:
+        nm = torch.ones(len(rows), 1)
+    nm = torch.where(nm > 0, nm, torch.ones_like(nm)) * reduction
+    inp_step, out_step = kio.inp_step or 1.0, kio.out_step or 1.0
+    q = rows * (1.0 / (nm * inp_step))
+    if kio.inp_step:
+        q = q.round()
+    q = q.clamp(-kio.inp_bound / inp_step, kio.inp_bound / inp_step)
+    z = q @ w + kio.out_noise / out_step * noise
+    if kio.out_step:
+        z = z.round()
+    clipped = bool((z.abs() * out_step > kio.out_bound).any())
+    z = z.clamp(-kio.out_bound / out_step, kio.out_bound / out_step)
+    unit = nm * (kio.out_step or 1.0) * scale  # one ADC level of each output
+    return z * unit + bias, clipped, unit
+
+
+def run(x, channels, kernel, stride, padding, w, scale, bias, kio, reduction=1.0, seed=1,
+        noise=None, redo=False):
+    tile = kernels.pack_tile(w, scale * (kio.out_step or 1.0), bias)
+    xn = x.permute(0, 2, 3, 1).contiguous()
+    n, _, h, wd = x.shape
+    ho = (h + 2 * padding[0] - kernel[0]) // stride[0] + 1
+    wo = (wd + 2 * padding[1] - kernel[1]) // stride[1] + 1
+    out = torch.empty(n * ho * wo, w.shape[1])
+    if noise is not None:
+        noise = torch.full(out.shape, noise)
+    clipped, nonzero = kernels.mvm(xn, channels, kernel, stride, padding, tile, kio,
+                                   reduction, out, seed, redo_if_clipped=redo, noise=noise)
+    return out, clipped, nonzero
+
+
+GEOMETRIES = {
+    "3x3-pad1": ((0, 5), (3, 3), (1, 1), (1, 1)),
+    "3x3-stride2": ((0, 5), (3, 3), (2, 2), (1, 1)),
+    "1x1-stride2": ((0, 5), (1, 1), (2, 2), (0, 0)),
+    "channel-slice": ((2, 5), (3, 3), (1, 1), (1, 1)),
+    "5x3-nopad": ((0, 5), (5, 3), (1, 2), (0, 0)),
+}
+SETTINGS = {
+    "pcm": {},
+    "max-nm": {"nm": "max"},
+    "no-nm-small-bound": {"nm": "none", "inp_bound": 0.5},
+    "no-quantisation": {"inp_step": 0.0, "out_step": 0.0},
+    "tight-out-bound": {"out_bound": 0.5},
+    "fixed-noise": {"out_noise": 0.06},  # every draw replaced by a constant
+}
+NOISE = 0.8125
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS), ids=list(SETTINGS))
+@pytest.mark.parametrize("geometry", list(GEOMETRIES), ids=list(GEOMETRIES))
+def test_kernel_matches_reference(geometry, setting):
+    torch.manual_seed(0)
+    channels, kernel, stride, padding = GEOMETRIES[geometry]
+    x = torch.randn(3, 6, 9, 10)
+    k = (channels[1] - channels[0]) * kernel[0] * kernel[1]
+    n_out = 21  # two column blocks, the second partial
+    w = torch.randn(k, n_out) / math.sqrt(k)
+    scale, bias = torch.rand(n_out) + 0.5, torch.randn(n_out)
+    kio = io(**SETTINGS[setting])
+    for reduction in (1.0, 4.0):
+        noise = NOISE if kio.out_noise else None
+        ref, ref_clipped, unit = reference(x, channels, kernel, stride, padding, w, scale,
+                                           bias, kio, reduction, noise or 0.0)
+        got, clipped, nonzero = run(x, channels, kernel, stride, padding, w, scale, bias,
+                                    kio, reduction, noise=noise)
+        assert nonzero and clipped == ref_clipped
+        # same arithmetic, another summation order: a value at a rounding boundary may land
+        # on the neighbouring level, nothing more
+        close = torch.isclose(got, ref, rtol=1e-5, atol=1e-5 * ref.abs().max())
+        levels = ((got - ref) / unit).abs()
+        if kio.inp_step or kio.out_step:
+            assert close.float().mean() > 0.99 and levels.max() <= 2.0
+        else:
+            assert close.all()
+
+
+def test_all_zero_input_reports_no_nonzero_row():
+    x = torch.zeros(2, 4, 5, 5)
+    w = torch.randn(36, 3)
+    _, _, nonzero = run(x, (0, 4), (3, 3), (1, 1), (1, 1), w, torch.ones(3), None, io())
+    assert not nonzero
+
+
+def test_stop_on_clip_reports_the_clip():
+    torch.manual_seed(0)
+    x = torch.randn(4, 4, 8, 8)
+    w = torch.randn(36, 16)
+    for redo in (False, True):
+        _, clipped, _ = run(x, (0, 4), (3, 3), (1, 1), (1, 1), w, torch.ones(16), None,
+                            io(out_bound=0.05), redo=redo)
+        assert clipped
+
+
+def test_output_noise_is_gaussian_and_seeded():
+    # zero weights: the output is the ADC-rounded noise alone (no output quantisation here)
+    x = torch.rand(50, 2, 16, 16) + 0.1
+    w = torch.zeros(18, 16)
+    kio = io(out_noise=0.06, out_step=0.0, out_bound=0.0)
+    a, _, _ = run(x, (0, 2), (3, 3), (1, 1), (1, 1), w, torch.ones(16), None, kio, seed=7)
+    b, _, _ = run(x, (0, 2), (3, 3), (1, 1), (1, 1), w, torch.ones(16), None, kio, seed=7)
+    c, _, _ = run(x, (0, 2), (3, 3), (1, 1), (1, 1), w, torch.ones(16), None, kio, seed=8)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    # rescaled by each row's abs-max: undo it to get the standard normals back
+    nm = F.max_pool2d(x.abs().amax(1, keepdim=True), 3, 1, 1).permute(0, 2, 3, 1).reshape(-1, 1)
+    z = (a / (nm * 0.06)).flatten().double().numpy()
+    assert stats.kstest(z, "norm").pvalue > 1e-3
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
+
+
+def test_noise_does_not_depend_on_thread_count():
+    x = torch.rand(8, 3, 12, 12)
+    w = torch.randn(27, 16) * 0.1
+    kio = io(out_noise=0.06)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, _, _ = run(x, (0, 3), (3, 3), (1, 1), (1, 1), w, torch.ones(16), None, kio)
+        torch.set_num_threads(max(2, threads))
+        many, _, _ = run(x, (0, 3), (3, 3), (1, 1), (1, 1), w, torch.ones(16), None, kio)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many)
+
+
+def test_normal_stream():
+    z = kernels.normals(0, 1 << 20, 12345).double().numpy()
+    assert stats.kstest(z, "norm").pvalue > 1e-3
+    assert abs(z.mean()) < 0.005 and abs(z.var() - 1) < 0.005
+    assert torch.equal(kernels.normals(4096, 1024, 12345),
+                       torch.from_numpy(z[4096:5120]).float())
+
+
+def test_half_level_maximum_rounds_as_aihwkit():
+    # after one bound-management halving a row's abs-max lands on 31.5 DAC levels: which
+    # way it rounds follows aihwkit's float arithmetic, in every row
+    torch.manual_seed(3)
+    v = torch.rand(4096) * 10 + 1e-3
+    x = v.view(-1, 1, 1, 1)  # rows of one element: the element is the row's abs-max
+    kio = io(out_step=0.0, out_bound=0.0)
+    w = torch.ones(1, 1)
+    got, _, _ = run(x, (0, 1), (1, 1), (1, 1), (0, 0), w, torch.ones(1), None, kio,
+                    reduction=2.0)
+    levels = got.flatten() / (v * 2.0)
+    want = torch.round(v * (v.reciprocal() / 2.0) / kio.inp_step)  # aihwkit's order
+    assert torch.equal(levels.round(), want)
+    assert (want == 31).any() or (want == 32).any()

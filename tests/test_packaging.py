@@ -1,0 +1,119 @@
+"""hwsim installed outside the checkout: the wheel and sdist carry the presets and studies,
+the installed package finds them, and the declared dependencies and CI match the README."""
+
+import ast
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = {"device_configs": sorted(p.name for p in (ROOT / "device_configs").glob("*.yaml")),
+           "experiments": sorted(p.name for p in (ROOT / "experiments").glob("*.yaml"))}
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory):
+    """An sdist, and a wheel built from that sdist (python -m build), of a copy of the source
+    (the build writes build/ and *.egg-info into the tree it builds)."""
+    tmp = tmp_path_factory.mktemp("dist")
+    src = tmp / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    for name in ("hwsim", "device_configs", "experiments"):
+        shutil.copytree(ROOT / name, src / name, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    # -x: use this environment's setuptools as it is (no download, no version check)
+    subprocess.run([sys.executable, "-m", "build", "--no-isolation", "-x", "--outdir",
+                    str(tmp / "dist"), str(src)], check=True, capture_output=True, timeout=300)
+    return next((tmp / "dist").glob("hwsim-*.tar.gz")), next((tmp / "dist").glob("hwsim-*.whl"))
+
+
+def test_the_package_folders_are_links_to_the_visible_ones():
+    """One copy: hwsim/device_configs and hwsim/experiments point at the top-level folders."""
+    for folder in SHIPPED:
+        link = ROOT / "hwsim" / folder
+        assert link.is_symlink() and link.resolve() == (ROOT / folder).resolve()
+
+
+@pytest.mark.slow
+def test_the_wheel_and_the_sdist_carry_every_preset_and_study(dist):
+    sdist, wheel = dist
+    in_wheel = set(zipfile.ZipFile(wheel).namelist())
+    with tarfile.open(sdist) as tar:
+        members = {m.name.split("/", 1)[1]: m for m in tar.getmembers() if "/" in m.name}
+        for folder, names in SHIPPED.items():
+            for name in names:
+                assert f"hwsim/{folder}/{name}" in in_wheel
+                member = members[f"hwsim/{folder}/{name}"]
+                assert member.isfile()  # a real file, not a link out of the package
+                shipped = tar.extractfile(member).read()
+                assert shipped == (ROOT / folder / name).read_bytes()
+    assert "hwsim/engine/_mvm.c" in in_wheel  # the fused kernel's source, compiled on first use
+
+
+@pytest.mark.slow
+def test_the_installed_wheel_works_from_any_folder(dist, tmp_path):
+    """Installed from the wheel (not the checkout): presets and shipped studies are found."""
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q",
+                    "--target", str(site), str(dist[1])], check=True, capture_output=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+
+    def py(*args):
+        out = subprocess.run([sys.executable, *args], cwd=elsewhere, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    assert py("-c", "import hwsim; print(hwsim.__file__)").startswith(str(site))
+    listing = py("-m", "hwsim", "devices")
+    for name in SHIPPED["device_configs"]:
+        assert Path(name).stem in listing.split()
+    code = "from hwsim.study import load_study; print(load_study('quick').path)"
+    assert Path(py("-c", code).strip()) == site / "hwsim" / "experiments" / "quick.yaml"
+    assert "quick" in py("-m", "hwsim", "study", "list")
+
+
+def test_every_imported_library_is_a_declared_dependency():
+    """No import of a package that `pip install hwsim` would not bring (scipy was one)."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[<>=!~ \[]", d, maxsplit=1)[0].lower().replace("_", "-")
+                for d in meta["dependencies"]}
+    stdlib = set(sys.stdlib_module_names)
+    providers = packages_distributions()
+    for path in (ROOT / "hwsim").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in stdlib or top == "hwsim":
+                    continue
+                dists = {d.lower().replace("_", "-") for d in providers.get(top, [top])}
+                assert dists & declared, f"{path.name} imports {top}, which no dependency provides"
+
+
+def test_ci_installs_and_tests_exactly_as_the_readme_says():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+    install = next(b for b in blocks if "pip install" in b and "-e" in b).strip()
+    test = readme.split("Run the linter and the tests")[1]
+    test = re.search(r"```bash\n(.*?)```", test, flags=re.S).group(1).strip()
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert install in ci and test in ci
+    assert "ruff check" in test and "pytest" in test
