@@ -11,7 +11,6 @@ from click.testing import CliRunner
 from hwsim.cli import cli
 from hwsim.store import SCHEMA_VERSION, STORE_NAME, ModelKey, Store, StoreError
 
-
 # The layout of stores of schema versions 0 to 2 (before remedies added the hwa and
 # calib_size columns), as hwsim wrote it then.
 V2_SCHEMA = """

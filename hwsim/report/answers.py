@@ -354,7 +354,8 @@ def _survives(harm: int, benefit: int, n: int, too_few: int) -> str:
     if harm and benefit:
         return "Mixed"
     if harm:
-        return "Yes — BN is still worse" if 2 * harm >= n else "In some conditions"
+        return ("Yes — BN is still worse" if 2 * harm >= n
+                else "Partly — BN is still worse in some conditions")
     if benefit:
         return ("No — remedied BN is more robust than no BN" if 2 * benefit >= n
                 else "Mostly not — no significant difference, remedied BN better in some "

@@ -296,6 +296,7 @@ def forest_figures(verdicts: list[Verdict], comparisons: Sequence[Comparison] = 
 # line style and marker per variant; variants not listed cycle through the spare ones
 _STYLE = {NO_BN: ("-", "o"), BN_KEPT: ("--", "s"), BN_FOLDED: (":", "^"), BN_RECAL: ("-.", "D")}
 _SPARE_STYLES = (("-", "v"), ("--", "P"), (":", "X"), ("-.", "*"))
+_FOREST_COLUMNS = 4
 _TONE_COLOURS = {"harm": "#d62728", "benefit": "#1f77b4", "none": "#7f7f7f", "n/a": "#bbbbbb"}
 
 
@@ -386,10 +387,14 @@ def _render_forest(spec: FigureSpec, dpi: int) -> bytes:
     from matplotlib.lines import Line2D
 
     n = len(spec.rows)
-    width = 4.0 + 3.6 * len(spec.panels)
-    fig = Figure(figsize=(width, 1.6 + 0.24 * n), layout="constrained")
+    ncols = min(len(spec.panels), _FOREST_COLUMNS)  # more panels wrap onto further rows
+    nrows = -(-len(spec.panels) // ncols)
+    fig = Figure(figsize=(4.0 + 3.6 * ncols, nrows * (1.6 + 0.24 * n)), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(spec.panels), sharey=True, squeeze=False)[0]
+    grid = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
+    axes = list(grid.flat)
+    for ax in axes[len(spec.panels):]:
+        ax.set_visible(False)
     # a light line between the blocks of rows of one (arch, preset)
     blocks = [i for i in range(1, n)
               if spec.rows[i].rsplit(" · ", 1)[0] != spec.rows[i - 1].rsplit(" · ", 1)[0]]
@@ -409,9 +414,10 @@ def _render_forest(spec: FigureSpec, dpi: int) -> bytes:
         ax.set_xlabel("difference (pp)")
         ax.grid(True, axis="x", alpha=0.3)
         ax.margins(x=0.08)
-    axes[0].set_yticks(range(n))
-    axes[0].set_yticklabels(spec.rows, fontsize=8)
-    axes[0].set_ylim(n - 0.5, -0.5)  # first row on top
+    for ax in grid[:, 0]:
+        ax.set_yticks(range(n))
+        ax.set_yticklabels(spec.rows, fontsize=8)
+        ax.set_ylim(n - 0.5, -0.5)  # first row on top
     order = {"harm": 0, "benefit": 1, "none": 2, "n/a": 3}
     handles = [Line2D([], [], color=_TONE_COLOURS.get(t, "#7f7f7f"), marker="o", lw=2.2,
                       label=o) for o, t in sorted(seen.items(), key=lambda kv: order[kv[1]])]
