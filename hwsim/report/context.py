@@ -14,6 +14,7 @@ from hwsim.report.analysis import (
     Group,
     PaperMetric,
     Unlearned,
+    split_variant,
     variant_order,
 )
 from hwsim.stats import LEARNED_FACTOR, summarize
@@ -144,6 +145,11 @@ def reading_guide(variants: set[str]) -> str:
     """What each variant of this report means, and what normalised accuracy is."""
     parts = [f"{v} = {VARIANT_MEANINGS[v]}" for v in sorted(variants, key=variant_order)
              if v in VARIANT_MEANINGS]
+    levels = sorted({split_variant(v)[1] for v in variants} - {0.0})
+    if levels:
+        parts.append(f"… + HWA {levels[0]:g} = the same, but the model was trained "
+                     f"hardware-aware (fresh Gaussian weight noise of std {levels[0]:g} × max|W| "
+                     "per layer on every training forward; aihwkit's HWA)")
     return ("; ".join(parts) + ". Normalised accuracy = analog accuracy / digital accuracy of "
             "the same model (100% = nothing lost).")
 
