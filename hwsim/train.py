@@ -132,6 +132,12 @@ def train(
     if init is not None:
         model.load_state_dict(init.state_dict)
     model = model.to(dev)
+    if dev.type == "cpu":
+        # Channels-last weights make every convolution run channels-last (a 1-channel batch
+        # cannot say so itself): 20-26% less time per step on Fashion-MNIST, measured. It
+        # changes float rounding (BN's batch statistics are summed in another order), so
+        # seeded checkpoints differ from those of NCHW training; each remains reproducible.
+        model = model.to(memory_format=torch.channels_last)
     forward = hwa.noisy_forward(model, config.hwa_noise, torch.Generator(dev).manual_seed(
         derive_seed(config.seed, "hwa-noise")))
     train_x, train_y = data.train_x, data.train_y
@@ -184,6 +190,7 @@ def train(
             bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{loss_sum / seen:.3f}",
                             acc=f"{correct / seen:.3f}")
     bar.close()
+    model = model.to(memory_format=torch.contiguous_format)  # checkpoints hold plain tensors
     test_acc = evaluate(model, data.test_x, data.test_y, data.normalization, device=dev)
     seconds = time.perf_counter() - start
     train_config = config.to_dict() | (
