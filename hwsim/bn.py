@@ -1,4 +1,8 @@
-"""BatchNorm folding: absorb each eval-mode BN into the conv right before it.
+"""BatchNorm on the chip: the BN modes, and folding each eval-mode BN into its conv.
+
+``keep`` leaves BN digital between analog layers with the statistics measured in training;
+``fold`` absorbs it into the conv weights before mapping (below); ``recal`` keeps it digital
+and re-estimates its statistics on the chip (:mod:`hwsim.recalibrate`).
 
 ``y = gamma * (conv(x) - mu) / sqrt(var + eps) + beta`` equals a conv with weights scaled by
 ``s = gamma / sqrt(var + eps)`` per output channel and bias ``(b - mu) * s + beta``. Every
@@ -15,7 +19,7 @@ from torch import nn
 
 from hwsim.errors import ConfigError
 
-BN_MODES = ("keep", "fold")
+BN_MODES = ("keep", "fold", "recal")
 
 
 def check_bn_mode(mode: str) -> str:

@@ -11,10 +11,12 @@ kind                 ``"digital"`` (from ``hwsim train``) or ``"analog"`` (``hws
 arch, bn             registry name and whether the architecture was built with BatchNorm
 dataset              dataset name; num_classes, in_channels, input_size: its shape
 normalization        ``{"mean": [...], "std": [...]}`` applied to ``x / 255``
-train_config         the training settings (dict), seed, test_accuracy (0..1, digital)
+train_config         the training settings (dict; HWA / fine-tuning keys only when used), seed,
+                     test_accuracy (0..1, digital)
 hwsim_version        version that wrote the file
 state_dict           the digital weights; for ``bn_mode == "fold"`` the BN-folded weights
-bn_mode              analog only: ``"keep"`` (BN digital), ``"fold"``, or ``"none"`` (no BN)
+bn_mode              analog only: ``"keep"`` (BN digital), ``"fold"``, ``"recal"`` (BN digital,
+                     statistics re-estimated on each chip at inference) or ``"none"`` (no BN)
 preset               analog only: the resolved device preset (plain dict)
 source_sha256        analog only: SHA-256 of the digital checkpoint it came from
 ===================  ======================================================================

@@ -99,14 +99,31 @@ def models_cmd() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--train-subset", type=click.IntRange(min=1), default=None,
               help="Train on the first N training examples only.")
+@click.option("--hwa-noise", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              metavar="ETA",
+              help="Hardware-aware training: on every training forward add fresh Gaussian "
+                   "noise of std ETA x max|W| to each conv/linear layer's weights (aihwkit's "
+                   "additive-normal modifier; its HWA tutorial uses 0.06). 0: off.")
+@click.option("--hwa-clip", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="K",
+              help="After every optimiser step clip each conv/linear layer's weights to "
+                   "+-K x std(W) (aihwkit's layer-Gaussian clipping; its tutorial uses 2).")
+@click.option("--init", "init", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="CKPT",
+              help="Fine-tune from this digital checkpoint (same architecture, BN and "
+                   "dataset) instead of a random initialisation.")
 @_compute_device_option("Where to train.")
 @click.option("--device", "preset", default=None, hidden=True,
               help="Not a training option (a device preset); kept to say so.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Checkpoint path [default: ARCH[-nobn]-DATASET.pt].")
+              help="Checkpoint path [default: ARCH[-nobn]-DATASET[-hwaETA].pt].")
 def train_cmd(arch, bn, dataset, data_dir, epochs, batch_size, lr, grad_clip, weight_decay, seed,
-              train_subset, compute_device, preset, out) -> None:
-    """Train a model on a dataset and write a checkpoint."""
+              train_subset, hwa_noise, hwa_clip, init, compute_device, preset, out) -> None:
+    """Train a model on a dataset and write a checkpoint.
+
+    With --hwa-noise (and --hwa-clip, --init) the training is hardware-aware, as aihwkit's
+    HWA: the model learns weights that tolerate weight noise; evaluation stays noise-free.
+    """
     from hwsim.checkpoint import save_checkpoint
     from hwsim.data import load_dataset
     from hwsim.errors import ConfigError
@@ -119,16 +136,19 @@ def train_cmd(arch, bn, dataset, data_dir, epochs, batch_size, lr, grad_clip, we
                           f"to train, use --compute-device {preset}")
     check_arch(arch)
     resolve_device(compute_device)
-    out = out or Path(f"{arch}{'' if bn else '-nobn'}-{dataset}.pt")
+    hwa = f"-hwa{hwa_noise:g}" if hwa_noise else ""
+    out = out or Path(f"{arch}{'' if bn else '-nobn'}-{dataset}{hwa}.pt")
     check_writable(out)  # before training, not after
     data = load_dataset(dataset, data_dir)
     config = TrainConfig(arch=arch, bn=bn, dataset=dataset, epochs=epochs, batch_size=batch_size,
                          lr=lr, grad_clip=grad_clip, weight_decay=weight_decay, seed=seed,
-                         train_subset=train_subset)
+                         train_subset=train_subset, hwa_noise=hwa_noise, hwa_clip=hwa_clip,
+                         init=None if init is None else str(init))
     result = train(config, data, device=compute_device)
     save_checkpoint(result.checkpoint, out)
+    how = f" hardware-aware (noise {hwa_noise:g} x max|W|)" if hwa_noise else ""
     what = f"{arch} {'with' if bn else 'without'} BN on {dataset}"
-    click.echo(f"{what}: test accuracy {100 * result.test_accuracy:.2f}% after {epochs} "
+    click.echo(f"{what}{how}: test accuracy {100 * result.test_accuracy:.2f}% after {epochs} "
                f"epoch(s) in {result.seconds:.0f} s -> {out}")
     warning = not_learned_warning(
         what, result.test_accuracy, data.num_classes,
@@ -201,8 +221,10 @@ def _preset(device: str, eta: float | None):
 @click.option("--device", "device", default="pcm", show_default=True,
               help="Device preset: a name from 'hwsim devices' or a YAML path.")
 @click.option("--bn", "bn_mode", default="keep", show_default=True,
-              type=click.Choice(["keep", "fold"]),
-              help="keep: BN stays digital; fold: BN folded into the conv weights first.")
+              type=click.Choice(["keep", "fold", "recal"]),
+              help="keep: BN stays digital; fold: BN folded into the conv weights first; "
+                   "recal: BN stays digital and its statistics are re-estimated on each "
+                   "simulated chip at inference (see 'hwsim infer --help').")
 @click.option("--eta", type=float, default=None,
               help="Weight-noise level for the gaussian presets (overrides the preset's).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -230,8 +252,13 @@ def convert_cmd(model_path, arch, dataset, device, bn_mode, eta, out) -> None:
 @_add(_model_opts)
 @click.option("--device", "device", default=None,
               help="Device preset, to convert a digital checkpoint on the fly.")
-@click.option("--bn", "bn_mode", default=None, type=click.Choice(["keep", "fold"]),
-              help="BN mode when converting on the fly [default: keep].")
+@click.option("--bn", "bn_mode", default=None, type=click.Choice(["keep", "fold", "recal"]),
+              help="BN mode when converting on the fly [default: keep]. recal: after each "
+                   "chip is programmed (and drifted to each time), reset the BN statistics "
+                   "and re-estimate them over training images forwarded through the chip.")
+@click.option("--calib-size", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Training images for BN recalibration (BN mode recal only): a fixed "
+                   "sample drawn with --seed [default: 512].")
 @click.option("--eta", type=float, default=None, help="Weight-noise level (gaussian presets).")
 @click.option("--t-inference", "times", default="1s,1h,1d,1y", show_default=True,
               help="Inference times: comma-separated, e.g. 1s,1h,1d,1w,1y or seconds.")
@@ -249,8 +276,8 @@ def convert_cmd(model_path, arch, dataset, device, bn_mode, eta, out) -> None:
 @_compute_device_option("Where to run.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write every (t, repeat) result with its metadata (.json or .csv).")
-def infer_cmd(model_path, arch, device, bn_mode, eta, times, repeats, seed, dataset, data_dir,
-              test_subset, engine, batch_size, compute_device, out) -> None:
+def infer_cmd(model_path, arch, device, bn_mode, calib_size, eta, times, repeats, seed, dataset,
+              data_dir, test_subset, engine, batch_size, compute_device, out) -> None:
     """Program analog chips, drift them to each time and measure test accuracy."""
     from hwsim.checkpoint import load_checkpoint
     from hwsim.convert import convert
@@ -266,12 +293,13 @@ def infer_cmd(model_path, arch, device, bn_mode, eta, times, repeats, seed, data
         run_inference,
         write_results,
     )
+    from hwsim.recalibrate import DEFAULT_CALIB_SIZE
 
     if out is not None:
         check_results_path(out)  # before the run, not after it
     settings = InferSettings(times=tuple(parse_times(times)), repeats=repeats, seed=seed,
                              test_subset=test_subset, engine=engine or DEFAULT_ENGINE,
-                             batch_size=batch_size)
+                             batch_size=batch_size, calib_size=calib_size or DEFAULT_CALIB_SIZE)
     ckpt = load_checkpoint(model_path, arch=arch, dataset=dataset)
     if ckpt.kind == "analog":
         if device is not None or bn_mode is not None or eta is not None:
@@ -287,6 +315,9 @@ def infer_cmd(model_path, arch, device, bn_mode, eta, times, repeats, seed, data
         if conv.note:
             click.echo(conv.note)
         ckpt = conv.checkpoint
+    if calib_size is not None and ckpt.bn_mode != "recal":
+        raise ConfigError(f"--calib-size applies to BN mode recal only (this run's BN mode is "
+                          f"{ckpt.bn_mode})")
     check_dataset(ckpt, dataset or ckpt.dataset)
     data = load_dataset(dataset or ckpt.dataset, data_dir)
     result = run_inference(ckpt, data, settings, device=compute_device)

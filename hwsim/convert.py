@@ -1,7 +1,10 @@
-"""Digital checkpoint -> analog checkpoint: BN kept or folded, plus a resolved device preset.
+"""Digital checkpoint -> analog checkpoint: BN kept, folded or recalibrated, plus a resolved
+device preset.
 
 The analog checkpoint stores the digital weights (BN-folded for ``--bn fold``) and the preset
-as plain data; the analog model is rebuilt from them by an engine (``hwsim.engine``).
+as plain data; the analog model is rebuilt from them by an engine (``hwsim.engine``). For
+``--bn recal`` the weights are those of ``keep``: the statistics are re-estimated at inference
+time, on each simulated chip (:mod:`hwsim.recalibrate`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from pathlib import Path
 from hwsim.bn import check_bn_mode, fold_bn
 from hwsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from hwsim.devices import DevicePreset
-from hwsim.errors import CheckpointError
+from hwsim.errors import CheckpointError, ConfigError
 from hwsim.runtime import sha256_file
 
 
@@ -27,13 +30,15 @@ def convert(ckpt: Checkpoint, preset: DevicePreset, bn_mode: str = "keep",
     """An analog checkpoint of digital checkpoint ``ckpt`` for ``preset``.
 
     Args:
-        bn_mode: ``keep`` (BN stays digital between analog layers) or ``fold`` (BN folded into
-            the preceding conv before mapping). For a model without BN it is recorded as
-            ``none`` and the note says so.
+        bn_mode: ``keep`` (BN stays digital between analog layers), ``fold`` (BN folded into
+            the preceding conv before mapping) or ``recal`` (BN stays digital; its statistics
+            are re-estimated on each chip at inference). For a model without BN, ``keep`` and
+            ``fold`` are recorded as ``none`` (the note says that ``fold`` did nothing).
 
     Raises:
         CheckpointError: ``ckpt`` is already analog, or its weights do not fit its
             architecture (a missing or extra key, a wrong shape).
+        ConfigError: ``recal`` for a model without BN.
     """
     check_bn_mode(bn_mode)
     if ckpt.kind != "digital":
@@ -45,6 +50,9 @@ def convert(ckpt: Checkpoint, preset: DevicePreset, bn_mode: str = "keep",
     note = ""
     state = ckpt.state_dict
     if not ckpt.bn:
+        if bn_mode == "recal":
+            raise ConfigError(f"{ckpt.arch} was trained without BatchNorm: --bn recal has no "
+                              "statistics to recalibrate (use --bn keep)")
         if bn_mode == "fold":
             note = f"{ckpt.arch} has no BatchNorm layers: --bn fold has nothing to fold"
         bn_mode = "none"

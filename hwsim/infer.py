@@ -2,8 +2,11 @@
 
 Each repeat programs one new chip (a fresh device instance drawn from its own seed), then
 drifts that same chip to each inference time in increasing order, with drift compensation,
-and evaluates the test split. Results are plain records; :func:`summarize` adds mean, std,
-95% confidence interval and accuracy normalised by the digital accuracy.
+and evaluates the test split. With BN mode ``recal`` every (repeat, time) first re-estimates
+the BN statistics on that chip from a fixed sample of training images
+(:mod:`hwsim.recalibrate`), with random draws from its own seed. Results are plain records;
+:func:`summarize` adds mean, std, 95% confidence interval and accuracy normalised by the
+digital accuracy.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from hwsim.devices import DevicePreset, format_time, preset_from_dict
 from hwsim.engine import DEFAULT_ENGINE, Engine, create_engine, derive_seed
 from hwsim.errors import CheckpointError, ConfigError
 from hwsim.evaluate import evaluate
+from hwsim.recalibrate import DEFAULT_CALIB_SIZE, calibration_sample, recalibrate_bn
 from hwsim.runtime import atomic_write, check_writable, resolve_device
 
 
@@ -37,10 +41,13 @@ class InferSettings:
     test_subset: int | None = None  # evaluate on the first N test images (None: all)
     engine: str = DEFAULT_ENGINE
     batch_size: int = 500
+    calib_size: int = DEFAULT_CALIB_SIZE  # BN recalibration images (BN mode recal only)
 
     def __post_init__(self):
         if self.repeats < 1:
             raise ConfigError(f"--repeats must be >= 1, got {self.repeats}")
+        if self.calib_size < 1:
+            raise ConfigError(f"--calib-size must be >= 1, got {self.calib_size}")
         if self.test_subset is not None and self.test_subset < 1:
             raise ConfigError(f"--test-subset must be >= 1, got {self.test_subset}")
 
@@ -71,6 +78,7 @@ class InferResult:
     records: list[Record]
     summary: list[Summary] = field(default_factory=list)
     seconds: float = 0.0
+    recal_seconds: list[float] = field(default_factory=list)  # one per recalibration
 
 
 def summarize(records: list[Record], digital_accuracy: float) -> list[Summary]:
@@ -121,6 +129,7 @@ def run_inference(
     times: list[float | None] = sorted(settings.times) if preset.time_dependent else [None]
     if preset.time_dependent:
         preset.check_times(list(times))
+    recal = recalibration_for(ckpt, data, settings)
     dev = resolve_device(device)
     digital = ckpt.build_model().to(dev)
     x, y = data.test_subset(settings.test_subset)
@@ -143,21 +152,51 @@ def run_inference(
 
     for r, ts in todo:
         done = run_repeat(engine, r, ts, x, y, ckpt.normalization, seed=settings.seed,
-                          batch_size=settings.batch_size, on_eval=show)
+                          batch_size=settings.batch_size, recal=recal, on_eval=show)
         records += done
         if on_repeat:
             on_repeat(done)
     bar.close()
     seconds = time.perf_counter() - start
     meta = run_metadata(ckpt, preset, settings, data, len(y), str(dev))
-    return InferResult(meta, digital_acc, records, summarize(records, digital_acc), seconds)
+    if recal:
+        meta["calibration"] = {
+            "images": settings.calib_size, "split": "train",
+            "sample": "seeded draw without replacement, no augmentation",
+            "seconds_each": stats.summarize(recal.seconds).mean if recal.seconds else None}
+    return InferResult(meta, digital_acc, records, summarize(records, digital_acc), seconds,
+                       recal.seconds if recal else [])
+
+
+@dataclass
+class Recalibration:
+    """BN mode ``recal``: the calibration images (a fixed sample of training images, the same
+    for every chip and time) and the seconds each recalibration took."""
+
+    images: torch.Tensor
+    seconds: list[float] = field(default_factory=list)
+
+
+def recalibration_for(ckpt: Checkpoint, data: Dataset,
+                      settings: InferSettings) -> Recalibration | None:
+    """The recalibration of analog checkpoint ``ckpt`` (None unless its BN mode is recal).
+
+    Raises:
+        ConfigError: more calibration images than ``data``'s training split holds.
+    """
+    if ckpt.bn_mode != "recal":
+        return None
+    return Recalibration(calibration_sample(data, settings.calib_size,
+                                            derive_seed(settings.seed, "calibration-sample")))
 
 
 def run_repeat(engine: Engine, repeat: int, times: list[float | None], x: torch.Tensor,
                y: torch.Tensor, normalization: dict, *, seed: int, batch_size: int = 500,
+               recal: Recalibration | None = None,
                on_eval: Callable[[Record], None] | None = None) -> list[Record]:
     """One Monte-Carlo repeat: program chip ``repeat``, drift it to each of ``times`` in
-    increasing order and evaluate (``None``: a preset without drift, evaluated once).
+    increasing order (``None``: a preset without drift, evaluated once), recalibrate its BN
+    statistics there when ``recal`` is given, and evaluate.
 
     Every draw comes from ``derive_seed(seed, ...)`` of this repeat and time, so the records
     do not depend on what the engine computed before.
@@ -167,6 +206,10 @@ def run_repeat(engine: Engine, repeat: int, times: list[float | None], x: torch.
     for t in times:
         if t is not None:
             engine.drift(t, derive_seed(seed, "drift", repeat, t))
+        if recal is not None:
+            recal.seconds.append(recalibrate_bn(
+                engine.model, recal.images, normalization, batch_size=batch_size,
+                device=engine.device, seed=derive_seed(seed, "recal", repeat, t)))
         acc = evaluate(engine.model, x, y, normalization, batch_size=batch_size,
                        device=engine.device)
         done.append(Record(t, repeat, acc))
@@ -254,6 +297,10 @@ def format_table(result: InferResult) -> str:
             f"{m['settings']['repeats']} repeats, {m['test_split']}")
     lines = [head, f"digital accuracy: {100 * result.digital_accuracy:.2f}%",
              f"{'t':>8} {'mean %':>8} {'std %':>7} {'95% CI %':>17} {'normalized':>10}"]
+    calib = m.get("calibration")
+    if calib and calib["seconds_each"] is not None:
+        lines.insert(2, f"BN recalibrated on {calib['images']} training images for each chip "
+                        f"and time ({calib['seconds_each']:.3f} s each)")
     for s in result.summary:
         lo, hi = s.mean - s.ci95, s.mean + s.ci95
         ci = f"[{100 * lo:6.2f}, {100 * hi:6.2f}]" if s.n > 1 else "n/a"

@@ -2,12 +2,15 @@
 
 Tables
 ------
-``cells``     one Monte-Carlo sample: (dataset, arch, bn, seed, bn_mode, preset, eta, t,
-              repeat) -> accuracy. ``bn`` is ``"bn"``/``"no-bn"``; ``bn_mode`` is ``keep``,
-              ``fold`` or ``none`` (a model without BN); ``eta`` is NULL for presets without
-              weight noise; ``t`` (seconds) is NULL for presets without drift.
-``models``    one trained model: (dataset, arch, bn, seed) -> digital test accuracy on the
-              evaluated test split, n_test, number of BN layers, checkpoint path and hash,
+``cells``     one Monte-Carlo sample: (dataset, arch, bn, seed, hwa, bn_mode, calib_size,
+              preset, eta, t, repeat) -> accuracy. ``bn`` is ``"bn"``/``"no-bn"``;
+              ``bn_mode`` is ``keep``, ``fold``, ``recal`` or ``none`` (a model without BN);
+              ``hwa`` is the model's hardware-aware training noise (0: standard training);
+              ``calib_size`` the BN recalibration images (NULL unless ``recal``); ``eta`` is
+              NULL for presets without weight noise; ``t`` (seconds) is NULL for presets
+              without drift.
+``models``    one trained model: (dataset, arch, bn, seed, hwa) -> digital test accuracy on
+              the evaluated test split, n_test, number of BN layers, checkpoint path and hash,
               training seconds.
 ``presets``   preset name -> hash of (resolved preset, engine) used by the current study.
 ``meta``      key -> JSON value: the study file, its settings, hwsim/aihwkit versions.
@@ -46,7 +49,7 @@ from typing import Any
 from hwsim.errors import HwsimError
 
 STORE_NAME = "results.sqlite"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -54,14 +57,15 @@ CREATE TABLE IF NOT EXISTS cells (
     dataset TEXT NOT NULL, arch TEXT NOT NULL, bn TEXT NOT NULL, seed INTEGER NOT NULL,
     bn_mode TEXT NOT NULL, preset TEXT NOT NULL, eta REAL, t REAL, repeat INTEGER NOT NULL,
     accuracy REAL NOT NULL, n_test INTEGER NOT NULL, engine TEXT NOT NULL,
-    model_hash TEXT NOT NULL, preset_hash TEXT NOT NULL
+    model_hash TEXT NOT NULL, preset_hash TEXT NOT NULL,
+    hwa REAL NOT NULL DEFAULT 0, calib_size INTEGER
 );
 CREATE TABLE IF NOT EXISTS models (
     key TEXT PRIMARY KEY,
     dataset TEXT NOT NULL, arch TEXT NOT NULL, bn TEXT NOT NULL, seed INTEGER NOT NULL,
     digital_accuracy REAL NOT NULL, n_test INTEGER NOT NULL, full_test_accuracy REAL,
     bn_layers INTEGER NOT NULL, checkpoint TEXT NOT NULL, checkpoint_sha256 TEXT NOT NULL,
-    train_seconds REAL, model_hash TEXT NOT NULL
+    train_seconds REAL, model_hash TEXT NOT NULL, hwa REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS presets (name TEXT PRIMARY KEY, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -75,6 +79,11 @@ _MIGRATIONS: dict[int, str] = {
     # 2: the study's current grid, so that a narrowed study reports only what it asks for
     1: "CREATE TABLE IF NOT EXISTS grid (kind TEXT NOT NULL, key TEXT NOT NULL, "
        "PRIMARY KEY (kind, key))",
+    # 3: remedies (issue 9): a model's HWA training noise, a recalibrated cell's calibration
+    # size; existing rows are standard training (0) and not recalibrated (NULL)
+    2: "ALTER TABLE cells ADD COLUMN hwa REAL NOT NULL DEFAULT 0; "
+       "ALTER TABLE cells ADD COLUMN calib_size INTEGER; "
+       "ALTER TABLE models ADD COLUMN hwa REAL NOT NULL DEFAULT 0",
 }
 
 
@@ -90,21 +99,25 @@ class CellKey:
     arch: str
     bn: str  # "bn" | "no-bn"
     seed: int
-    bn_mode: str  # "keep" | "fold" | "none"
+    bn_mode: str  # "keep" | "fold" | "recal" | "none"
     preset: str
     eta: float | None
     t: float | None
     repeat: int
     model_hash: str = ""  # settings the model was trained and evaluated with
     preset_hash: str = ""  # resolved preset and engine
+    hwa: float = 0.0  # the model's hardware-aware training noise (0: standard training)
+    calib_size: int | None = None  # BN recalibration images (bn_mode "recal" only)
 
     @property
     def id(self) -> str:
+        """The cell's identity; the remedy fields are added only when set, so that the ids of
+        cells without them are those of stores written before remedies existed."""
         eta = "-" if self.eta is None else repr(float(self.eta))
         t = "-" if self.t is None else repr(float(self.t))
         return "|".join([self.dataset, self.arch, self.bn, str(self.seed), self.bn_mode,
                          self.preset, eta, t, str(self.repeat), self.model_hash,
-                         self.preset_hash])
+                         self.preset_hash, *_remedy_parts(self.hwa, self.calib_size)])
 
 
 @dataclass(frozen=True)
@@ -113,13 +126,20 @@ class ModelKey:
     arch: str
     bn: str
     seed: int
+    hwa: float = 0.0  # hardware-aware training noise (0: standard training)
 
     @property
     def id(self) -> str:
-        return "|".join([self.dataset, self.arch, self.bn, str(self.seed)])
+        return "|".join([self.dataset, self.arch, self.bn, str(self.seed),
+                         *_remedy_parts(self.hwa, None)])
 
     def cell(self, **kw) -> CellKey:
-        return CellKey(self.dataset, self.arch, self.bn, self.seed, **kw)
+        return CellKey(self.dataset, self.arch, self.bn, self.seed, hwa=self.hwa, **kw)
+
+
+def _remedy_parts(hwa: float, calib_size: int | None) -> list[str]:
+    return ([f"hwa={float(hwa)!r}"] if hwa else []) + (
+        [f"calib={calib_size}"] if calib_size is not None else [])
 
 
 class Store:
@@ -207,11 +227,13 @@ class Store:
     def add_cells(self, cells: Iterable[tuple[CellKey, float, int, str]]) -> None:
         """Insert (key, accuracy, n_test, engine) rows in one transaction (replacing equal keys)."""
         rows = [(k.id, k.dataset, k.arch, k.bn, k.seed, k.bn_mode, k.preset, k.eta, k.t,
-                 k.repeat, acc, n, engine, k.model_hash, k.preset_hash)
+                 k.repeat, acc, n, engine, k.model_hash, k.preset_hash, k.hwa, k.calib_size)
                 for k, acc, n, engine in cells]
         with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO cells VALUES "
-                                 "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO cells (key, dataset, arch, bn, seed, bn_mode, preset, "
+                "eta, t, repeat, accuracy, n_test, engine, model_hash, preset_hash, hwa, "
+                "calib_size) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def add_model(self, key: ModelKey, *, digital_accuracy: float, n_test: int,
                   full_test_accuracy: float | None, bn_layers: int, checkpoint: str,
@@ -219,10 +241,12 @@ class Store:
                   model_hash: str = "") -> None:
         with self._db:
             self._db.execute(
-                "INSERT OR REPLACE INTO models VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO models (key, dataset, arch, bn, seed, digital_accuracy, "
+                "n_test, full_test_accuracy, bn_layers, checkpoint, checkpoint_sha256, "
+                "train_seconds, model_hash, hwa) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (key.id, key.dataset, key.arch, key.bn, key.seed, digital_accuracy, n_test,
                  full_test_accuracy, bn_layers, checkpoint, checkpoint_sha256, train_seconds,
-                 model_hash))
+                 model_hash, key.hwa))
 
     def set_preset_hashes(self, hashes: dict[str, str]) -> None:
         """Record the (preset, engine) hashes of the current study."""
@@ -256,16 +280,17 @@ class Store:
         grid = " WHERE key IN (SELECT key FROM grid WHERE kind = 'cell')" if (
             current_only and self._has_grid()) else ""
         cur = self._db.execute(f"SELECT * FROM cells{grid} ORDER BY dataset, arch, bn, seed, "
-                               "bn_mode, preset, eta, t, repeat")
+                               "hwa, bn_mode, preset, eta, t, repeat")
         rows = [{k: row[k] for k in row.keys() if k != "key"} for row in cur]
         if not current_only:
             return rows
-        models = {(m["dataset"], m["arch"], m["bn"], m["seed"]): m["model_hash"]
+        models = {(m["dataset"], m["arch"], m["bn"], m["seed"], m["hwa"]): m["model_hash"]
                   for m in self.models(current_only=False)}
         presets = dict(self._db.execute("SELECT name, hash FROM presets").fetchall())
         return [
             r for r in rows
-            if models.get((r["dataset"], r["arch"], r["bn"], r["seed"]), r["model_hash"])
+            if models.get((r["dataset"], r["arch"], r["bn"], r["seed"], r["hwa"]),
+                          r["model_hash"])
             == r["model_hash"] and presets.get(r["preset"], r["preset_hash"]) == r["preset_hash"]
         ]
 
@@ -273,7 +298,8 @@ class Store:
         """Trained models as dicts; with ``current_only``, those of the recorded grid."""
         grid = " WHERE key IN (SELECT key FROM grid WHERE kind = 'model')" if (
             current_only and self._has_grid()) else ""
-        cur = self._db.execute(f"SELECT * FROM models{grid} ORDER BY dataset, arch, bn, seed")
+        cur = self._db.execute(f"SELECT * FROM models{grid} ORDER BY dataset, arch, bn, seed, "
+                               "hwa")
         return [{k: row[k] for k in row.keys() if k != "key"} for row in cur]
 
     def _has_grid(self) -> bool:

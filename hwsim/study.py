@@ -1,11 +1,17 @@
-"""Studies: a YAML grid of datasets x architectures x BN variants x presets x times/etas,
-run resumably into a results store.
+"""Studies: a YAML grid of datasets x architectures x BN variants x training variants x
+presets x times/etas, run resumably into a results store.
 
 ``run_study`` trains each needed checkpoint once (cached by the content of its training
 settings), then for every (model, BN mode, preset, eta) runs Monte-Carlo inference for the
 cells that the store does not hold yet, committing each repeat as soon as it is computed.
 Killing the process at any moment loses nothing already committed; rerunning computes only
 what is missing, and a changed study file only what is new.
+
+Remedies (issue 9): ``bn_modes`` may list ``recal`` (BN statistics re-estimated on every chip
+and time from ``calib_size`` training images), and ``hwa`` lists training variants: each
+level other than 0 trains every model once more, hardware-aware (weight noise of that level,
+``hwa_clip``), from scratch with the dataset's recipe. Level 0 is standard training, with the
+same model hashes, checkpoint names and cell ids as a study without the key.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -29,6 +36,7 @@ from hwsim.engine import DEFAULT_ENGINE, ENGINES
 from hwsim.errors import ConfigError, HwsimError
 from hwsim.executors import Executor, LocalExecutor
 from hwsim.models import list_models
+from hwsim.recalibrate import DEFAULT_CALIB_SIZE
 from hwsim.resources import shipped_dir
 from hwsim.runtime import DEVICES, check_writable, resolve_device
 from hwsim.stats import LEARNED_FACTOR
@@ -62,7 +70,13 @@ class Study:
     datasets: list[DatasetPlan]
     description: str = ""
     bn: list[Literal["bn", "no-bn"]] = ("bn", "no-bn")
-    bn_modes: list[Literal["keep", "fold"]] = ("keep", "fold")
+    bn_modes: list[Literal["keep", "fold", "recal"]] = ("keep", "fold")
+    # BN recalibration (bn mode recal): training images per recalibration
+    calib_size: int = DEFAULT_CALIB_SIZE
+    # training variants: hardware-aware training noise levels (0: standard training) and the
+    # weight clipping of the HWA models (+-hwa_clip x std of each layer; null: none)
+    hwa: list[float] = (0.0,)
+    hwa_clip: float | None = None
     times: list[str] = ("1s", "1h", "1d", "1w", "1y")
     etas: list[float] = ()
     repeats: int = 5
@@ -84,7 +98,8 @@ class Study:
 
 
 # Every list of a study file; each must be non-empty when given, without repeated entries.
-_LIST_KEYS = ("datasets", "architectures", "bn", "bn_modes", "presets", "times", "etas", "seeds")
+_LIST_KEYS = ("datasets", "architectures", "bn", "bn_modes", "presets", "times", "etas", "seeds",
+              "hwa")
 SHIPPED_STUDIES = "experiments"  # folder of hwsim's package data with the shipped studies
 
 
@@ -185,6 +200,7 @@ def load_study(name_or_path: str | Path) -> Study:
     for i, eta in enumerate(study.etas):
         if eta < 0:
             raise bad(f"etas[{i}]", f"must be >= 0, got {eta}")
+    _check_remedies(study, raw, bad)
     presets = study_presets(study)
     for i, name in enumerate(study.presets):
         preset = presets[name]
@@ -196,6 +212,31 @@ def load_study(name_or_path: str | Path) -> Study:
         except HwsimError as e:
             raise bad(f"presets[{i}]", str(e)) from None
     return study
+
+
+def _check_remedies(study: Study, raw: dict, bad) -> None:
+    """calib_size only with BN mode recal, and >= 1; hwa levels >= 0; hwa_clip > 0 and only
+    with an HWA level above 0."""
+    if "calib_size" in raw:
+        if "recal" not in study.bn_modes:
+            raise bad("calib_size", "set, but bn_modes does not list 'recal' (choose from "
+                                    "keep, fold, recal); add recal or leave calib_size out")
+        if study.calib_size < 1:
+            raise bad("calib_size", f"must be >= 1 (training images per recalibration), got "
+                                    f"{study.calib_size}")
+    if "recal" in study.bn_modes and "bn" not in study.bn:
+        raise bad("bn_modes", "'recal' needs models with BN, but bn lists only 'no-bn'")
+    for i, level in enumerate(study.hwa):
+        if level < 0:
+            raise bad(f"hwa[{i}]", f"must be >= 0 (training weight noise, x max|W|; 0: "
+                                   f"standard training), got {level:g}")
+    if study.hwa_clip is not None:
+        if study.hwa_clip <= 0:
+            raise bad("hwa_clip", f"must be > 0 (clip at +-hwa_clip x std(W)) or null, got "
+                                  f"{study.hwa_clip:g}")
+        if not any(study.hwa):
+            raise bad("hwa_clip", "set, but hwa lists no training noise above 0 (e.g. "
+                                  "hwa: [0, 0.06]); add a level or leave hwa_clip out")
 
 
 def study_presets(study: Study) -> dict[str, DevicePreset]:
@@ -231,25 +272,27 @@ class ModelJob:
 
     @property
     def checkpoint_name(self) -> str:
-        return (f"{self.key.arch}-{self.key.bn}-{self.key.dataset}-s{self.key.seed}-"
+        hwa = f"-hwa{self.key.hwa:g}" if self.key.hwa else ""
+        return (f"{self.key.arch}-{self.key.bn}-{self.key.dataset}-s{self.key.seed}{hwa}-"
                 f"{self.model_hash}.pt")
 
 
 @dataclass(frozen=True)
 class InferJob:
     model: ModelJob
-    bn_mode: str  # keep | fold | none
+    bn_mode: str  # keep | fold | recal | none
     preset: DevicePreset  # with the job's eta applied
     preset_name: str  # as named in the study
     preset_hash: str
     eta: float | None
     times: tuple[float | None, ...]
     repeats: int
+    calib_size: int | None = None  # BN recalibration images (bn_mode recal only)
 
     def cell(self, repeat: int, t: float | None) -> CellKey:
         return self.model.key.cell(bn_mode=self.bn_mode, preset=self.preset_name, eta=self.eta,
                                    t=t, repeat=repeat, model_hash=self.model.model_hash,
-                                   preset_hash=self.preset_hash)
+                                   preset_hash=self.preset_hash, calib_size=self.calib_size)
 
     def cells(self) -> list[CellKey]:
         return [self.cell(r, t) for r in range(self.repeats) for t in self.times]
@@ -273,25 +316,28 @@ def plan_study(study: Study, engine: str | None = None) -> Plan:
     models, infers = [], []
     for plan in study.datasets:
         for arch in study.architectures_of(plan):
-            for bn in study.bn:
-                for seed in study.seeds:
-                    train = TrainConfig(arch=arch, bn=bn == "bn", dataset=plan.name,
-                                        epochs=plan.epochs, batch_size=plan.batch_size,
-                                        lr=plan.lr, grad_clip=plan.grad_clip,
-                                        weight_decay=plan.weight_decay, seed=seed,
-                                        train_subset=plan.train_subset)
-                    job = ModelJob(ModelKey(plan.name, arch, bn, seed), train, plan.test_subset)
-                    models.append(job)
-                    modes = list(study.bn_modes) if bn == "bn" else ["none"]
-                    for mode in modes:
-                        for name in study.presets:
-                            preset = presets[name]
-                            etas = list(study.etas) if preset.weight_noise else [None]
-                            times = tuple(study.time_seconds) if preset.time_dependent else (None,)
-                            for eta in etas:
-                                p = preset.with_eta(eta) if eta is not None else preset
-                                infers.append(InferJob(job, mode, p, name, preset_hashes[name],
-                                                       eta, times, study.repeats))
+            for bn, hwa, seed in itertools.product(study.bn, study.hwa, study.seeds):
+                # hwa 0: no HWA keys in the config, so hash and names are a plain study's
+                train = TrainConfig(arch=arch, bn=bn == "bn", dataset=plan.name,
+                                    epochs=plan.epochs, batch_size=plan.batch_size,
+                                    lr=plan.lr, grad_clip=plan.grad_clip,
+                                    weight_decay=plan.weight_decay, seed=seed,
+                                    train_subset=plan.train_subset, hwa_noise=float(hwa),
+                                    hwa_clip=study.hwa_clip if hwa else None)
+                job = ModelJob(ModelKey(plan.name, arch, bn, seed, float(hwa)), train,
+                               plan.test_subset)
+                models.append(job)
+                modes = list(study.bn_modes) if bn == "bn" else ["none"]
+                for mode in modes:
+                    calib = study.calib_size if mode == "recal" else None
+                    for name in study.presets:
+                        preset = presets[name]
+                        etas = list(study.etas) if preset.weight_noise else [None]
+                        times = tuple(study.time_seconds) if preset.time_dependent else (None,)
+                        for eta in etas:
+                            p = preset.with_eta(eta) if eta is not None else preset
+                            infers.append(InferJob(job, mode, p, name, preset_hashes[name],
+                                                   eta, times, study.repeats, calib))
     return Plan(study, models, infers, presets, preset_hashes)
 
 
@@ -500,17 +546,33 @@ def _infer_stage(plan: Plan, store: Store, executor: Executor, settings: UnitSet
             store.add_cells([(cell, acc, out.dataset.n_test, settings.engine)
                              for cell, acc in out.cells()])
             computed += len(out.accuracies)
+            if out.recal_seconds:
+                record_recalibration(store, out.unit.job, list(out.recal_seconds))
     finally:
         bar.close()
     return computed, total_cells, remaining
 
 
+def record_recalibration(store: Store, job: InferJob, seconds: list[float]) -> None:
+    """Add ``seconds`` (one per recalibration) to the store's ``meta["recalibration"]``: per
+    model id, the calibration size, the total seconds and the number of recalibrations."""
+    meta = store.meta().get("recalibration", {})
+    entry = meta.get(job.model.key.id)
+    if entry is None or entry.get("calib_size") != job.calib_size:
+        entry = {"calib_size": job.calib_size, "seconds": 0.0, "count": 0}
+    entry["seconds"] += sum(seconds)
+    entry["count"] += len(seconds)
+    meta[job.model.key.id] = entry
+    store.set_meta("recalibration", meta)
+
+
 def warn_not_learned(study: Study, job: ModelJob, accuracy: float, log) -> None:
     """Log a warning line when a model's digital accuracy is not clearly above chance."""
     i = next(i for i, p in enumerate(study.datasets) if p.name == job.key.dataset)
+    hwa = f", hardware-aware {job.key.hwa:g}" if job.key.hwa else ""
     message = not_learned_warning(
         f"{job.key.arch} {'with' if job.key.bn == 'bn' else 'without'} BN on "
-        f"{job.key.dataset} (seed {job.key.seed})", accuracy,
+        f"{job.key.dataset} (seed {job.key.seed}{hwa})", accuracy,
         dataset_info(job.key.dataset).num_classes, study.learned_factor,
         fix=f"train it longer or with another learning rate (datasets[{i}].epochs, "
             f"datasets[{i}].lr in {study.path}); the report leaves it out of every verdict")

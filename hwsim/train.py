@@ -10,13 +10,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from hwsim import stats
+from hwsim import hwa, stats
 from hwsim.checkpoint import Checkpoint, from_model
 from hwsim.data import Dataset, iterate_batches
+from hwsim.engine.base import derive_seed
 from hwsim.errors import HwsimError
 from hwsim.evaluate import evaluate
 from hwsim.models import check_arch, create_model
-from hwsim.runtime import resolve_device, seed_everything
+from hwsim.runtime import resolve_device, seed_everything, sha256_file
 
 
 class TrainingError(HwsimError):
@@ -34,6 +35,10 @@ class TrainConfig:
     the loss NaN (measured: ResNet-56 without BN diverges at lr 0.1 without it); with the cap
     they train with the same learning rate as the BN models.
     ``train_subset`` trains on the first N training examples only (None: all of them).
+    ``hwa_noise``, ``hwa_clip``: hardware-aware training (:mod:`hwsim.hwa`): weight noise of
+    std ``hwa_noise * max|W|`` per conv/linear layer on every training forward, and clipping
+    of each layer's weights to ``+-hwa_clip * std(W)`` after every step (0 / None: off).
+    ``init``: a digital checkpoint to fine-tune from instead of a random initialisation.
     """
 
     arch: str
@@ -48,9 +53,21 @@ class TrainConfig:
     grad_clip: float | None = 2.0
     seed: int = 0
     train_subset: int | None = None
+    hwa_noise: float = 0.0
+    hwa_clip: float | None = None
+    init: str | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings; HWA and fine-tuning keys only when used, so that a plain run's dict
+        (in its checkpoint, and hashed by studies) is what it was before they existed."""
+        d = asdict(self)
+        for key, off in _OPTIONAL_OFF.items():
+            if d[key] == off:
+                del d[key]
+        return d
+
+
+_OPTIONAL_OFF = {"hwa_noise": 0.0, "hwa_clip": None, "init": None}
 
 
 @dataclass
@@ -105,10 +122,24 @@ def train(
     check_arch(config.arch)
     if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
         raise TrainingError("epochs, batch size and learning rate must be positive")
+    hwa.check_hwa(config.hwa_noise, config.hwa_clip)
+    init = None if config.init is None else hwa.load_init(config.init, config.arch, config.bn,
+                                                          data.name)
     dev = resolve_device(device)
     seed_everything(config.seed)
     model = create_model(config.arch, bn=config.bn, num_classes=data.num_classes,
-                         in_channels=data.in_channels, input_size=data.input_size).to(dev)
+                         in_channels=data.in_channels, input_size=data.input_size)
+    if init is not None:
+        model.load_state_dict(init.state_dict)
+    model = model.to(dev)
+    if dev.type == "cpu":
+        # Channels-last weights make every convolution run channels-last (a 1-channel batch
+        # cannot say so itself): 20-26% less time per step on Fashion-MNIST, measured. It
+        # changes float rounding (BN's batch statistics are summed in another order), so
+        # seeded checkpoints differ from those of NCHW training; each remains reproducible.
+        model = model.to(memory_format=torch.channels_last)
+    forward = hwa.noisy_forward(model, config.hwa_noise, torch.Generator(dev).manual_seed(
+        derive_seed(config.seed, "hwa-noise")))
     train_x, train_y = data.train_x, data.train_y
     if config.train_subset is not None:
         train_x, train_y = train_x[: config.train_subset], train_y[: config.train_subset]
@@ -137,7 +168,7 @@ def train(
                                       augment=data.augment):
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total, config.lr, config.warmup_frac)
-            out = model(xb)
+            out = forward(xb)
             loss = loss_fn(out, yb)
             if not torch.isfinite(loss):
                 bar.close()
@@ -150,6 +181,7 @@ def train(
             if config.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             opt.step()
+            hwa.clip_weights(model, config.hwa_clip)
             step += 1
             seen += len(yb)
             loss_sum += loss.item() * len(yb)
@@ -158,8 +190,11 @@ def train(
             bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{loss_sum / seen:.3f}",
                             acc=f"{correct / seen:.3f}")
     bar.close()
+    model = model.to(memory_format=torch.contiguous_format)  # checkpoints hold plain tensors
     test_acc = evaluate(model, data.test_x, data.test_y, data.normalization, device=dev)
     seconds = time.perf_counter() - start
+    train_config = config.to_dict() | (
+        {} if init is None else {"init_sha256": sha256_file(config.init)})
     ckpt = from_model(model, arch=config.arch, bn=config.bn, dataset=data.name,
-                      train_config=config.to_dict(), seed=config.seed, test_accuracy=test_acc)
+                      train_config=train_config, seed=config.seed, test_accuracy=test_acc)
     return TrainResult(model.eval(), ckpt, test_acc, seconds)

@@ -7,7 +7,8 @@ runs them, in this process or on a Ray cluster):
   not, only to evaluate). It loads the dataset where it runs and returns the checkpoint's
   bytes with the model's record; the driver writes them.
 - :class:`InferUnit`: one Monte-Carlo repeat of one (model, BN mode, preset, eta): program a
-  chip, drift it to each missing time, evaluate. It returns that repeat's cells.
+  chip, drift it to each missing time (BN mode recal: recalibrate there), evaluate. It
+  returns that repeat's cells.
 
 A unit never writes anything: the study driver is the only writer of the run folder. Every
 cell draws from its own seed (:func:`hwsim.engine.derive_seed`), so a unit's cells are the
@@ -21,8 +22,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hwsim.checkpoint import Checkpoint, checkpoint_from_bytes, checkpoint_to_bytes
+from hwsim.recalibrate import DEFAULT_CALIB_SIZE
 
 if TYPE_CHECKING:
+    import torch
+
     from hwsim.data import Dataset
     from hwsim.engine import Engine
     from hwsim.store import CellKey
@@ -63,7 +67,7 @@ class TrainUnit:
     @property
     def label(self) -> str:
         k = self.job.key
-        return f"{k.arch} {k.bn} {k.dataset} seed {k.seed}"
+        return f"{k.arch} {k.bn} {k.dataset} seed {k.seed}" + (f" HWA {k.hwa:g}" if k.hwa else "")
 
 
 @dataclass(frozen=True)
@@ -89,9 +93,10 @@ class InferUnit:
 
     @property
     def label(self) -> str:
-        j = self.job
+        j, k = self.job, self.job.model.key
+        hwa = f" HWA {k.hwa:g}" if k.hwa else ""
         eta = f" eta={j.eta:g}" if j.eta is not None else ""
-        return f"{j.model.key.arch} {j.model.key.bn} {j.bn_mode} {j.preset_name}{eta}"
+        return f"{k.arch} {k.bn}{hwa} {j.bn_mode} {j.preset_name}{eta}"
 
     def cells(self) -> list[CellKey]:
         return [self.job.cell(self.repeat, t) for t in self.times]
@@ -102,6 +107,7 @@ class InferOutcome:
     unit: InferUnit
     accuracies: tuple[float, ...]  # one per unit.times
     dataset: DatasetRecord
+    recal_seconds: tuple[float, ...] = ()  # BN mode recal: one per recalibration
 
     def cells(self) -> list[tuple[CellKey, float]]:
         return list(zip(self.unit.cells(), self.accuracies))
@@ -109,14 +115,16 @@ class InferOutcome:
 
 @dataclass
 class UnitCache:
-    """What a process keeps between units: loaded datasets, and the last engine built (the
-    next unit is usually the next repeat of the same job, so a chip is rebuilt only when the
-    job changes). An engine's :meth:`~hwsim.engine.Engine.program` starts a new chip from its
-    seed, so reusing one does not change any cell."""
+    """What a process keeps between units: loaded datasets, and the last engine built with
+    its BN calibration images (the next unit is usually the next repeat of the same job, so a
+    chip is rebuilt only when the job changes). An engine's
+    :meth:`~hwsim.engine.Engine.program` starts a new chip from its seed, so reusing one does
+    not change any cell."""
 
     datasets: dict[tuple[str, str | None], Dataset] = field(default_factory=dict)
     engine_key: tuple | None = None
     engine: Engine | None = None
+    calibration: torch.Tensor | None = None  # BN mode recal: the job's calibration images
 
     def dataset(self, name: str, data_dir: str | None) -> Dataset:
         from hwsim.data import load_dataset
@@ -168,36 +176,41 @@ def run_infer_unit(unit: InferUnit, checkpoint: Checkpoint | Callable[[], Checkp
     Raises:
         DatasetError, CheckpointError, SimulationError.
     """
-    from hwsim.infer import run_repeat
+    from hwsim.infer import Recalibration, run_repeat
 
     job = unit.job
     data = cache.dataset(unit.dataset, settings.data_dir)
     engine = _engine(unit, checkpoint, settings, cache, data)
+    recal = Recalibration(cache.calibration) if cache.calibration is not None else None
     x, y = data.test_subset(job.model.test_subset)
     records = run_repeat(engine, unit.repeat, list(unit.times), x, y, data.normalization,
-                         seed=job.model.key.seed,
+                         seed=job.model.key.seed, recal=recal,
                          on_eval=(lambda r: on_eval()) if on_eval else None)
-    return InferOutcome(unit, tuple(r.accuracy for r in records), _dataset_record(data, len(y)))
+    return InferOutcome(unit, tuple(r.accuracy for r in records), _dataset_record(data, len(y)),
+                        tuple(recal.seconds) if recal else ())
 
 
 def _engine(unit: InferUnit, checkpoint, settings: UnitSettings, cache: UnitCache,
             data: Dataset) -> Engine:
     from hwsim.convert import convert
     from hwsim.engine import create_engine
-    from hwsim.infer import analog_preset, check_dataset
+    from hwsim.infer import InferSettings, analog_preset, check_dataset, recalibration_for
     from hwsim.runtime import resolve_device
 
     job = unit.job
-    key = (job.model.checkpoint_name, job.bn_mode, job.preset_hash, job.eta, settings.engine,
-           settings.device)
+    key = (job.model.checkpoint_name, job.bn_mode, job.calib_size, job.preset_hash, job.eta,
+           settings.engine, settings.device)
     if cache.engine_key != key:
-        cache.engine = cache.engine_key = None  # free the old chip first
+        cache.engine = cache.engine_key = cache.calibration = None  # free the old chip first
         ckpt = checkpoint() if callable(checkpoint) else checkpoint
         analog = convert(ckpt, job.preset, "keep" if job.bn_mode == "none" else job.bn_mode)
         check_dataset(analog.checkpoint, data.name)
+        recal = recalibration_for(analog.checkpoint, data, InferSettings(
+            times=(), seed=job.model.key.seed, calib_size=job.calib_size or DEFAULT_CALIB_SIZE))
         dev = resolve_device(settings.device)
         digital = analog.checkpoint.build_model().to(dev)
         cache.engine = create_engine(settings.engine, digital, analog_preset(analog.checkpoint),
                                      dev)
+        cache.calibration = recal.images if recal else None
         cache.engine_key = key
     return cache.engine

@@ -219,7 +219,8 @@ def test_bad_study_file(tmp_path, replace, message):
 def test_shipped_studies_are_valid():
     root = Path(__file__).resolve().parent.parent / "experiments"
     files = sorted(root.glob("*.yaml"))
-    assert {f.name for f in files} >= {"quick.yaml", "paper_cifar10.yaml", "paper_cifar100.yaml"}
+    assert {f.name for f in files} >= {"quick.yaml", "paper_cifar10.yaml", "paper_cifar100.yaml",
+                                       "remedies.yaml"}
     for f in files:
         plan = plan_study(load_study(f))
         assert plan.models and plan.infers
@@ -254,7 +255,7 @@ def test_a_shipped_study_is_found_by_name(tmp_path, monkeypatch):
     assert load_study("quick.yaml").path == study.path
     with pytest.raises(ConfigError, match="quik: no such study file, nor a shipped study of "
                                           "that name; shipped: paper_cifar10, paper_cifar100, "
-                                          "quick"):
+                                          "quick, remedies"):
         load_study("quik")
     local = write_study(tmp_path, name="quick.yaml")  # a file of that name wins
     assert load_study("quick.yaml").path == "quick.yaml" and local.is_file()

@@ -30,6 +30,13 @@ def test_same_seed_gives_byte_identical_checkpoints(digits, tmp_path):
     assert paths[0].read_bytes() == paths[1].read_bytes()
 
 
+def test_checkpoint_and_model_come_back_in_plain_layout(cnn_bn_digits):
+    # training runs channels-last on a CPU; what it hands on must not
+    _, result = cnn_bn_digits
+    assert all(t.is_contiguous() for t in result.checkpoint.state_dict.values())
+    assert all(p.is_contiguous() for p in result.model.parameters())
+
+
 def test_same_seed_gives_identical_weights(digits):
     cfg = TrainConfig("cnn", True, "digits", epochs=1, batch_size=64, seed=3)
     a = train(cfg, digits, progress=False).checkpoint.state_dict

@@ -4,7 +4,8 @@ Everything here is computed from the rows of a results store (plain dicts); noth
 or formatted for a page. Statistics come from :mod:`hwsim.stats`.
 
 * a **variant** is how a model meets the chip: ``no BN``, ``BN kept``, ``BN folded``,
-  ``BN recalibrated`` (from the cell's BN mode; an unknown mode gets ``BN <mode>``);
+  ``BN recalibrated`` (from the cell's BN mode; an unknown mode gets ``BN <mode>``), with
+  `` + HWA <level>`` for a model trained hardware-aware (:func:`variant_of`);
 * a **group** pools the repeats and seeds of one (dataset, arch, variant, preset, eta, t);
 * a **verdict** compares two variants' normalised accuracies (a :class:`Comparison`) by the
   difference of their means with a Welch 95% confidence interval;
@@ -49,6 +50,12 @@ BN_WORSE = "BN kept is worse beyond the 95% CI"
 BN_BETTER = "BN kept is better beyond the 95% CI"
 FOLD_HELPS = "folding helps"
 FOLD_HURTS = "folding hurts"
+RECAL_HELPS = "recalibration helps"
+RECAL_HURTS = "recalibration hurts"
+RECAL_WORSE = "BN recalibrated is worse beyond the 95% CI"
+RECAL_BETTER = "BN recalibrated is better beyond the 95% CI"
+HWA_HELPS = "HWA helps"
+HWA_HURTS = "HWA hurts"
 NO_DIFFERENCE = "no significant difference"
 TOO_FEW = "not enough samples for a CI (n < 2)"
 
@@ -60,17 +67,33 @@ Tone = Literal["harm", "benefit", "none", "n/a"]
 # ------------------------------------------------------------------ data of the report
 
 
-def variant_of(bn: str, bn_mode: str) -> str:
-    """The report's label of a cell's variant."""
-    if bn == "no-bn":
-        return NO_BN
-    return VARIANT_LABELS.get(bn_mode, f"BN {bn_mode}")
+def variant_of(bn: str, bn_mode: str, hwa: float | None = 0.0) -> str:
+    """The report's label of a cell's variant, e.g. "BN kept" or "BN kept + HWA 0.06" for a
+    model trained hardware-aware with weight noise 0.06."""
+    base = NO_BN if bn == "no-bn" else VARIANT_LABELS.get(bn_mode, f"BN {bn_mode}")
+    return with_hwa(base, hwa or 0.0)
 
 
-def variant_order(variant: str) -> tuple[int, str]:
-    """Sort key: the variants of :data:`VARIANT_LABELS` first, in their order."""
+_HWA = " + HWA "
+
+
+def with_hwa(base: str, hwa: float) -> str:
+    """``base``'s label for models trained hardware-aware at ``hwa`` (0: ``base`` itself)."""
+    return f"{base}{_HWA}{hwa:g}" if hwa else base
+
+
+def split_variant(variant: str) -> tuple[str, float]:
+    """(base variant, HWA level): ``"BN kept + HWA 0.06"`` -> ``("BN kept", 0.06)``."""
+    base, _, level = variant.partition(_HWA)
+    return base, float(level) if level else 0.0
+
+
+def variant_order(variant: str) -> tuple[float, int, str]:
+    """Sort key: standard training first, then by HWA level; within one, the variants of
+    :data:`VARIANT_LABELS` in their order."""
+    base, hwa = split_variant(variant)
     labels = list(VARIANT_LABELS.values())
-    return (labels.index(variant) if variant in labels else len(labels), variant)
+    return (hwa, labels.index(base) if base in labels else len(labels), base)
 
 
 def condition_label(eta: float | None, t: float | None) -> str:
@@ -108,6 +131,11 @@ class Group:
     def condition(self) -> str:
         return condition_label(self.eta, self.t)
 
+    @property
+    def hwa(self) -> float:
+        """The models' hardware-aware training noise (0: standard training)."""
+        return split_variant(self.variant)[1]
+
 
 @dataclass(frozen=True)
 class Unlearned:
@@ -121,10 +149,17 @@ class Unlearned:
     threshold: float  # the accuracy it needed
     factor: float  # threshold / chance
     num_classes: int
+    hwa: float = 0.0  # hardware-aware training noise (0: standard training)
 
     @property
     def label(self) -> str:
-        return f"{self.arch} {'with BN' if self.bn == 'bn' else 'without BN'} (seed {self.seed})"
+        hwa = f", HWA {self.hwa:g}" if self.hwa else ""
+        return (f"{self.arch} {'with BN' if self.bn == 'bn' else 'without BN'} (seed "
+                f"{self.seed}{hwa})")
+
+    @property
+    def model(self) -> tuple:
+        return (self.dataset, self.arch, self.bn, self.seed, self.hwa)
 
 
 @dataclass(frozen=True)
@@ -171,8 +206,42 @@ class Comparison:
 
 CLAIM_1 = Comparison("BN kept vs no BN", NO_BN, BN_KEPT, BN_WORSE, BN_BETTER, True)
 FOLDING = Comparison("folding", BN_FOLDED, BN_KEPT, FOLD_HELPS, FOLD_HURTS, False)
-# Every comparison the report makes, in reading order (a remedy adds its own here).
+# The paper's claims, in reading order; the remedies' comparisons depend on the study's
+# training variants (:func:`remedy_comparisons`).
 COMPARISONS: tuple[Comparison, ...] = (CLAIM_1, FOLDING)
+RECALIBRATION = Comparison("recalibration", BN_RECAL, BN_KEPT, RECAL_HELPS, RECAL_HURTS, False)
+RECAL_VS_NO_BN = Comparison("BN recalibrated vs no BN", NO_BN, BN_RECAL, RECAL_WORSE,
+                            RECAL_BETTER, True)
+
+
+def _trained(c: Comparison, hwa: float) -> Comparison:
+    """``c`` between the models trained hardware-aware at ``hwa`` (0: ``c`` itself)."""
+    if not hwa:
+        return c
+    return Comparison(f"{c.name} (HWA {hwa:g})", with_hwa(c.a, hwa), with_hwa(c.b, hwa),
+                      c.positive, c.negative, c.positive_is_harm)
+
+
+def hwa_comparison(base: str, hwa: float) -> Comparison:
+    """Hardware-aware training at ``hwa`` vs standard training, both as ``base``."""
+    return Comparison(f"HWA {hwa:g} vs standard training ({base})", with_hwa(base, hwa), base,
+                      HWA_HELPS, HWA_HURTS, False)
+
+
+def remedy_comparisons(variants: Iterable[str]) -> list[Comparison]:
+    """The remedies' comparisons among ``variants`` (those that have both sides): BN
+    recalibrated vs BN kept and vs no BN, for each training variant; under HWA, the paper's
+    BN kept vs no BN again; and HWA vs standard training for each BN variant."""
+    variants = set(variants)
+    levels = sorted({split_variant(v)[1] for v in variants})
+    bases = sorted({split_variant(v)[0] for v in variants}, key=variant_order)
+    out = []
+    for hwa in levels:
+        out += [_trained(RECALIBRATION, hwa), _trained(RECAL_VS_NO_BN, hwa)]
+        if hwa:
+            out.append(_trained(CLAIM_1, hwa))
+    out += [hwa_comparison(base, hwa) for hwa in levels if hwa for base in bases]
+    return [c for c in out if c.a in variants and c.b in variants]
 
 
 @dataclass(frozen=True)
@@ -253,7 +322,8 @@ def find_unlearned(models: list[dict], factor: float | None = None) -> list[Unle
         threshold = learned_threshold(info.num_classes, factor)
         if m["digital_accuracy"] < threshold:
             out.append(Unlearned(m["dataset"], m["arch"], m["bn"], m["seed"],
-                                 m["digital_accuracy"], threshold, factor, info.num_classes))
+                                 m["digital_accuracy"], threshold, factor, info.num_classes,
+                                 m.get("hwa") or 0.0))
     return out
 
 
@@ -262,13 +332,17 @@ def find_unlearned(models: list[dict], factor: float | None = None) -> list[Unle
 
 def build_groups(cells: list[dict], digital: dict, unlearned: Iterable[Unlearned] = ()
                  ) -> list[Group]:
-    """Pool cells into groups; cells of an unlearned model form their own, marked groups."""
-    excluded = {(u.dataset, u.arch, u.bn, u.seed) for u in unlearned}
+    """Pool cells into groups; cells of an unlearned model form their own, marked groups.
+
+    ``digital``: digital accuracy by model, (dataset, arch, bn, seed, hwa).
+    """
+    excluded = {u.model for u in unlearned}
     raw: dict[tuple, list[tuple[int, int, float, float]]] = defaultdict(list)
     models_of: dict[tuple, set] = defaultdict(set)
     for c in cells:
-        model = (c["dataset"], c["arch"], c["bn"], c["seed"])
-        key = (c["dataset"], c["arch"], variant_of(c["bn"], c["bn_mode"]), c["preset"],
+        hwa = c.get("hwa") or 0.0  # stores written before remedies have no HWA column
+        model = (c["dataset"], c["arch"], c["bn"], c["seed"], hwa)
+        key = (c["dataset"], c["arch"], variant_of(c["bn"], c["bn_mode"], hwa), c["preset"],
                c["eta"], c["t"], model not in excluded)
         dig = digital.get(model)
         norm = c["accuracy"] / dig if dig else math.nan
@@ -423,9 +497,10 @@ def _trend_conditions(gs: list[Group]) -> list[tuple[str, str, float | None, boo
 
 def bn_trends(dataset: str, groups: list[Group],
               bn_layers: dict[tuple[str, str], int]) -> list[Trend]:
-    """The gap no BN − each BN variant vs the number of BN layers, per condition."""
+    """The gap no BN − each BN variant vs the number of BN layers, per condition (standard
+    training only: the paper's claim)."""
     index = GroupIndex(groups)
-    gs = [g for g in groups if g.dataset == dataset and g.learned]
+    gs = [g for g in groups if g.dataset == dataset and g.learned and not g.hwa]
     archs = sorted({g.arch for g in gs})
     variants = sorted({g.variant for g in gs} - {NO_BN}, key=variant_order)
     out = []

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from hwsim.errors import HwsimError
 from hwsim.report.analysis import (
+    COMPARISONS,
     Group,
     PaperMetric,
     Trend,
@@ -19,6 +20,7 @@ from hwsim.report.analysis import (
     build_verdicts,
     find_unlearned,
     noise_types,
+    remedy_comparisons,
 )
 from hwsim.report.answers import Answer, Findings, build_answers
 from hwsim.report.context import (
@@ -34,6 +36,7 @@ from hwsim.report.figures import (
     bn_layer_figures,
     eta_figures,
     forest_figures,
+    remedy_figures,
     time_figures,
 )
 from hwsim.stats import LEARNED_FACTOR
@@ -77,8 +80,8 @@ def build_report(store: Store) -> Report:
     meta = store.meta()
     study = meta.get("study") or {}
     factor = study.get("learned_factor", LEARNED_FACTOR)
-    digital = {(m["dataset"], m["arch"], m["bn"], m["seed"]): m["digital_accuracy"]
-               for m in models}
+    digital = {(m["dataset"], m["arch"], m["bn"], m["seed"], m.get("hwa") or 0.0):
+               m["digital_accuracy"] for m in models}
     unlearned = find_unlearned(models, factor)
 
     groups = build_groups(cells, digital, unlearned)
@@ -86,17 +89,22 @@ def build_report(store: Store) -> Report:
     datasets = sorted({g.dataset for g in groups})
     types = noise_types(meta)
     paper_metrics = build_paper_metrics(groups, types)
-    verdicts = build_verdicts(groups)
+    remedies = remedy_comparisons({g.variant for g in learned})
+    verdicts = build_verdicts(groups, [*COMPARISONS, *remedies])
     bn_layers = bn_layer_counts(models)
     trends = [t for d in datasets for t in bn_trends(d, groups, bn_layers)]
-    figures = [*forest_figures(verdicts), *bn_layer_figures(trends), *time_figures(learned),
-               *eta_figures(learned, types)]
+    standard = [g for g in learned if not g.hwa]  # HWA curves are in the remedies' figures
+    figures = [*forest_figures(verdicts), *bn_layer_figures(trends), *time_figures(standard),
+               *eta_figures(standard, types), *forest_figures(verdicts, remedies, remedies=True),
+               *remedy_figures(learned)]
     presets = meta.get("presets") or {}
     answers = {d: build_answers(Findings(
         dataset=d, verdicts=[v for v in verdicts if v.dataset == d],
         paper_metrics=[p for p in paper_metrics if p.dataset == d],
         trends=[t for t in trends if t.dataset == d], presets=presets,
-        figures=[f for f in figures if f.dataset == d])) for d in datasets}
+        figures=[f for f in figures if f.dataset == d],
+        groups=[g for g in learned if g.dataset == d], remedies=remedies,
+        recalibration=meta.get("recalibration") or {})) for d in datasets}
     title = f"hwsim report: {study['name']}" if study.get("name") else "hwsim report"
     about = ""
     if study.get("name"):

@@ -14,6 +14,7 @@ from hwsim.report.analysis import (
     Group,
     PaperMetric,
     Unlearned,
+    split_variant,
     variant_order,
 )
 from hwsim.stats import LEARNED_FACTOR, summarize
@@ -144,6 +145,11 @@ def reading_guide(variants: set[str]) -> str:
     """What each variant of this report means, and what normalised accuracy is."""
     parts = [f"{v} = {VARIANT_MEANINGS[v]}" for v in sorted(variants, key=variant_order)
              if v in VARIANT_MEANINGS]
+    levels = sorted({split_variant(v)[1] for v in variants} - {0.0})
+    if levels:
+        parts.append(f"… + HWA {levels[0]:g} = the same, but the model was trained "
+                     f"hardware-aware (fresh Gaussian weight noise of std {levels[0]:g} × max|W| "
+                     "per layer on every training forward; aihwkit's HWA)")
     return ("; ".join(parts) + ". Normalised accuracy = analog accuracy / digital accuracy of "
             "the same model (100% = nothing lost).")
 
@@ -179,15 +185,15 @@ def preset_lines(meta: dict, names: list[str]) -> list[str]:
 
 def model_rows(models: list[dict], unlearned: list[Unlearned] = ()) -> list[dict]:
     """One row per (dataset, arch, BN), seeds pooled; ``unlearned``: seeds that did not learn."""
-    failed = {(u.dataset, u.arch, u.bn, u.seed): u for u in unlearned}
+    failed = {u.model: u for u in unlearned}
     by: dict[tuple, list[dict]] = defaultdict(list)
     for m in models:
-        by[(m["dataset"], m["arch"], m["bn"])].append(m)
+        by[(m["dataset"], m["arch"], m["bn"], m.get("hwa") or 0.0)].append(m)
     rows = []
-    for (dataset, arch, bn), ms in sorted(by.items()):
+    for (dataset, arch, bn, hwa), ms in sorted(by.items()):
         full = [m["full_test_accuracy"] for m in ms if m["full_test_accuracy"] is not None]
         secs = [m["train_seconds"] for m in ms if m["train_seconds"] is not None]
-        rows.append({"dataset": dataset, "arch": arch, "bn": bn,
+        rows.append({"dataset": dataset, "arch": arch, "bn": bn, "hwa": hwa,
                      "seeds": [m["seed"] for m in ms],
                      "bn_layers": max(int(m["bn_layers"]) for m in ms),
                      "digital": summarize(m["digital_accuracy"] for m in ms),
@@ -195,7 +201,7 @@ def model_rows(models: list[dict], unlearned: list[Unlearned] = ()) -> list[dict
                      "full_test": sum(full) / len(full) if full else None,
                      "train_seconds": sum(secs) if secs else None,
                      "unlearned": [failed[k] for m in ms
-                                   if (k := (dataset, arch, bn, m["seed"])) in failed]})
+                                   if (k := (dataset, arch, bn, m["seed"], hwa)) in failed]})
     return rows
 
 

@@ -4,7 +4,10 @@ how it is drawn (:func:`render_png`). The only module of hwsim that imports matp
 * accuracy vs inference time, per (dataset, drifting preset, eta);
 * normalised accuracy vs eta, per (dataset, weight-noise preset, t);
 * the BN gap vs the number of BN layers, per dataset (claim 2);
-* the forest plot: every verdict's difference with its Welch 95% CI, coloured by outcome.
+* the forest plot: every verdict's difference with its Welch 95% CI, coloured by outcome;
+* the remedies (kinds ``remedy-*``): normalised accuracy vs time and vs eta of every variant of
+  one architecture (no BN, BN kept, folded, recalibrated, each with HWA where measured), and a
+  forest plot of the remedies' verdicts.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import io
 import math
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,10 +27,12 @@ from hwsim.report.analysis import (
     BN_RECAL,
     COMPARISONS,
     NO_BN,
+    Comparison,
     Group,
     Trend,
     Verdict,
     none_first,
+    split_variant,
     variant_order,
 )
 from hwsim.stats import Stat
@@ -72,7 +78,8 @@ class FigureSpec:
     name: str  # file stem
     title: str
     caption: str
-    kind: Literal["time", "eta", "bn_layers", "forest"]
+    kind: Literal["time", "eta", "bn_layers", "forest", "remedy-time", "remedy-eta",
+                  "remedy-forest"]
     xlabel: str
     ylabel: str
     series: tuple[Series, ...] = ()
@@ -90,7 +97,10 @@ def _pct_band(stat: Stat) -> tuple[float, float, float]:
     return 100 * stat.mean, 100 * (stat.mean - stat.ci95), 100 * (stat.mean + stat.ci95)
 
 
-def _line_series(gs: list[Group], x_of, stat_of) -> dict[tuple[str, str], Series]:
+def _line_series(gs: list[Group], x_of, stat_of, by_variant: bool = False
+                 ) -> dict[tuple[str, str], Series]:
+    """One line per (arch, variant): coloured by arch, styled by variant; ``by_variant``
+    (one architecture's remedies): coloured by variant, styled by its BN variant."""
     by: dict[tuple[str, str], list[Group]] = defaultdict(list)
     for g in gs:
         by[(g.arch, g.variant)].append(g)
@@ -101,9 +111,10 @@ def _line_series(gs: list[Group], x_of, stat_of) -> dict[tuple[str, str], Series
         if all(math.isnan(v[0]) for v in vals):  # e.g. no digital accuracy to normalise by
             continue
         out[(arch, variant)] = Series(
-            f"{arch} {variant}", tuple(float(x_of(g)) for g in items),
+            variant if by_variant else f"{arch} {variant}", tuple(float(x_of(g)) for g in items),
             tuple(v[0] for v in vals), tuple(v[1] for v in vals), tuple(v[2] for v in vals),
-            color_key=arch, variant=variant)
+            color_key=variant if by_variant else arch,
+            variant=split_variant(variant)[0] if by_variant else variant)
     return dict(sorted(out.items(), key=lambda kv: (kv[0][0], variant_order(kv[0][1]))))
 
 
@@ -198,10 +209,55 @@ def _forest_row(v: Verdict) -> tuple[str, str, str]:
     return (v.arch, v.preset, cond)
 
 
-def forest_figures(verdicts: list[Verdict]) -> list[FigureSpec]:
-    """Per dataset: every verdict's difference and Welch 95% CI, one panel per comparison,
-    one row per (arch, preset, condition), coloured by outcome."""
-    names = [c.name for c in COMPARISONS]
+def remedy_figures(groups: list[Group]) -> list[FigureSpec]:
+    """Per (dataset, arch, preset), when it has a remedy variant (BN recalibrated, HWA):
+    normalised accuracy of every variant vs time (per eta) and vs eta (per time)."""
+    figs = []
+    remedied = {(g.dataset, g.arch) for g in groups if g.hwa or split_variant(g.variant)[0]
+                == BN_RECAL}
+    keys = sorted({(g.dataset, g.arch, g.preset) for g in groups
+                   if (g.dataset, g.arch) in remedied})
+    for dataset, arch, preset in keys:
+        gs = [g for g in groups if (g.dataset, g.arch, g.preset) == (dataset, arch, preset)]
+        where = f"{dataset}, {arch}, {preset}"
+        for eta in sorted({g.eta for g in gs if g.t is not None}, key=none_first):
+            mine = [g for g in gs if g.eta == eta and g.t is not None]
+            extra = f", η = {eta:g}" if eta is not None else ""
+            figs.append(FigureSpec(
+                name=_slug(dataset, arch, preset, *([f"eta{eta:g}"] if eta is not None else []),
+                           "remedies-vs-time"),
+                title=f"Remedies: normalised accuracy vs time ({where}{extra})",
+                caption=(f"{arch} on {dataset} under {preset}: normalised accuracy of each "
+                         "variant (BN recalibrated, hardware-aware training, beside no BN, BN "
+                         "kept and BN folded) vs the time since programming; bands: 95% CI "
+                         "of the mean."),
+                kind="remedy-time", xlabel="time since programming (log scale)",
+                ylabel="normalised accuracy (% of digital)", dataset=dataset,
+                series=tuple(_line_series(mine, lambda g: g.t, lambda g: g.normalised,
+                                          by_variant=True).values())))
+        for t in sorted({g.t for g in gs if g.eta is not None}, key=none_first):
+            mine = [g for g in gs if g.t == t and g.eta is not None]
+            extra = f", t = {format_time(t)}" if t is not None else ""
+            figs.append(FigureSpec(
+                name=_slug(dataset, arch, preset, *([format_time(t)] if t is not None else []),
+                           "remedies-vs-eta"),
+                title=f"Remedies: normalised accuracy vs weight noise ({where}{extra})",
+                caption=(f"{arch} on {dataset} under {preset}: normalised accuracy of each "
+                         "variant vs the weight-noise level η; bands: 95% CI of the mean."),
+                kind="remedy-eta", xlabel="weight-noise level η",
+                ylabel="normalised accuracy (% of digital)", dataset=dataset,
+                series=tuple(_line_series(mine, lambda g: g.eta, lambda g: g.normalised,
+                                          by_variant=True).values())))
+    return figs
+
+
+def forest_figures(verdicts: list[Verdict], comparisons: Sequence[Comparison] = COMPARISONS,
+                   remedies: bool = False) -> list[FigureSpec]:
+    """Per dataset: the difference and Welch 95% CI of every verdict of ``comparisons``, one
+    panel per comparison, one row per (arch, preset, condition), coloured by outcome;
+    ``remedies``: the remedies' forest plot (kind ``remedy-forest``)."""
+    names = [c.name for c in comparisons]
+    verdicts = [v for v in verdicts if v.comparison in names]
     figs = []
     for dataset in sorted({v.dataset for v in verdicts}):
         mine = sorted((v for v in verdicts if v.dataset == dataset),
@@ -209,27 +265,30 @@ def forest_figures(verdicts: list[Verdict]) -> list[FigureSpec]:
                                      none_first(v.t)))
         rows = list(dict.fromkeys(_forest_row(v) for v in mine))
         index = {r: i for i, r in enumerate(rows)}
-        comparisons = sorted({v.comparison for v in mine},
-                             key=lambda c: (names.index(c) if c in names else len(names), c))
+        present = sorted({v.comparison for v in mine},
+                         key=lambda c: (names.index(c) if c in names else len(names), c))
         panels = []
-        for comp in comparisons:
+        for comp in present:
             vs = [v for v in mine if v.comparison == comp]
-            known = [c for c in COMPARISONS if c.name == comp]
+            known = [c for c in comparisons if c.name == comp]
             sign = (f"\n> 0: {known[0].positive.removesuffix(' beyond the 95% CI')}"
                     if known else "")
             panels.append(ForestPanel(vs[0].difference + sign, tuple(
                 ForestPoint(index[_forest_row(v)], 100 * v.diff, 100 * v.low, 100 * v.high,
                             v.outcome, v.tone) for v in vs)))
+        what = ("the remedy under test is worse (BN recalibrated worse than no BN or than BN "
+                "kept, HWA worse than standard training)" if remedies else
+                "the BN option under test is worse (BN kept worse than no BN, or folding hurts)")
         figs.append(FigureSpec(
-            name=_slug(dataset, "forest"),
-            title=f"{dataset}: every comparison with its 95% CI",
+            name=_slug(dataset, "remedies-forest" if remedies else "forest"),
+            title=(f"{dataset}: remedies, every comparison with its 95% CI" if remedies
+                   else f"{dataset}: every comparison with its 95% CI"),
             caption=("Each row: one architecture, preset and condition; each panel: one "
                      "difference of mean normalised accuracies (percentage points) with its "
-                     "Welch 95% CI. Red: the BN option under test is worse (BN kept worse "
-                     "than no BN, or folding hurts); blue: it is better; grey: no significant "
+                     f"Welch 95% CI. Red: {what}; blue: it is better; grey: no significant "
                      "difference (the CI crosses 0); a dot without a bar: too few samples "
                      "for a CI."),
-            kind="forest", xlabel="difference (pp)", ylabel="",
+            kind="remedy-forest" if remedies else "forest", xlabel="difference (pp)", ylabel="",
             dataset=dataset, rows=tuple(" · ".join(r) for r in rows), panels=tuple(panels)))
     return figs
 
@@ -237,6 +296,7 @@ def forest_figures(verdicts: list[Verdict]) -> list[FigureSpec]:
 # line style and marker per variant; variants not listed cycle through the spare ones
 _STYLE = {NO_BN: ("-", "o"), BN_KEPT: ("--", "s"), BN_FOLDED: (":", "^"), BN_RECAL: ("-.", "D")}
 _SPARE_STYLES = (("-", "v"), ("--", "P"), (":", "X"), ("-.", "*"))
+_FOREST_COLUMNS = 4
 _TONE_COLOURS = {"harm": "#d62728", "benefit": "#1f77b4", "none": "#7f7f7f", "n/a": "#bbbbbb"}
 
 
@@ -255,7 +315,8 @@ def render_png(spec: FigureSpec, dpi: int = 110) -> bytes:
     from matplotlib.figure import Figure
     from matplotlib.ticker import FixedLocator, NullLocator
 
-    if spec.kind == "forest":
+    kind = spec.kind.removeprefix("remedy-")  # the remedies' figures are drawn alike
+    if kind == "forest":
         return _render_forest(spec, dpi)
     fig = Figure(figsize=(8.5, 4.8), layout="constrained")
     FigureCanvasAgg(fig)
@@ -291,12 +352,12 @@ def render_png(spec: FigureSpec, dpi: int = 110) -> bytes:
                 ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4),
                             fontsize=8)
     xs = sorted({x for s in spec.series for x in s.x})
-    if spec.kind == "time":
+    if kind == "time":
         ax.set_xscale("log" if xs and xs[0] > 0 else "symlog")
         ax.xaxis.set_major_locator(FixedLocator(xs))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xticklabels([format_time(x) for x in xs])
-    elif spec.kind == "eta":
+    elif kind == "eta":
         ax.set_xticks(xs)
         ax.set_xticklabels([f"{x:g}" for x in xs])
     else:
@@ -320,18 +381,20 @@ def render_png(spec: FigureSpec, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
-
-
 def _render_forest(spec: FigureSpec, dpi: int) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     n = len(spec.rows)
-    width = 4.0 + 3.6 * len(spec.panels)
-    fig = Figure(figsize=(width, 1.6 + 0.24 * n), layout="constrained")
+    ncols = min(len(spec.panels), _FOREST_COLUMNS)  # more panels wrap onto further rows
+    nrows = -(-len(spec.panels) // ncols)
+    fig = Figure(figsize=(4.0 + 3.6 * ncols, nrows * (1.6 + 0.24 * n)), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(spec.panels), sharey=True, squeeze=False)[0]
+    grid = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
+    axes = list(grid.flat)
+    for ax in axes[len(spec.panels):]:
+        ax.set_visible(False)
     # a light line between the blocks of rows of one (arch, preset)
     blocks = [i for i in range(1, n)
               if spec.rows[i].rsplit(" · ", 1)[0] != spec.rows[i - 1].rsplit(" · ", 1)[0]]
@@ -351,9 +414,10 @@ def _render_forest(spec: FigureSpec, dpi: int) -> bytes:
         ax.set_xlabel("difference (pp)")
         ax.grid(True, axis="x", alpha=0.3)
         ax.margins(x=0.08)
-    axes[0].set_yticks(range(n))
-    axes[0].set_yticklabels(spec.rows, fontsize=8)
-    axes[0].set_ylim(n - 0.5, -0.5)  # first row on top
+    for ax in grid[:, 0]:
+        ax.set_yticks(range(n))
+        ax.set_yticklabels(spec.rows, fontsize=8)
+        ax.set_ylim(n - 0.5, -0.5)  # first row on top
     order = {"harm": 0, "benefit": 1, "none": 2, "n/a": 3}
     handles = [Line2D([], [], color=_TONE_COLOURS.get(t, "#7f7f7f"), marker="o", lw=2.2,
                       label=o) for o, t in sorted(seen.items(), key=lambda kv: order[kv[1]])]

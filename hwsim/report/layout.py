@@ -77,7 +77,8 @@ def _model_table(models: list[dict]) -> Table:
     for m in models:
         learned = "yes" if not m["unlearned"] else "no: " + "; ".join(
             f"seed {u.seed} at {pct(u.accuracy)}% < {pct(u.threshold)}%" for u in m["unlearned"])
-        rows.append([m["arch"], m["bn"], ", ".join(map(str, m["seeds"])), str(m["bn_layers"]),
+        bn = m["bn"] + (f", HWA {m['hwa']:g}" if m.get("hwa") else "")
+        rows.append([m["arch"], bn, ", ".join(map(str, m["seeds"])), str(m["bn_layers"]),
                      pct_ci(m["digital"]) if m["digital"].n > 1 else pct(m["digital"].mean),
                      learned, pct(m["full_test"]),
                      format_seconds(m["train_seconds"]) if m["train_seconds"] else "—"])
