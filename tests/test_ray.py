@@ -35,7 +35,8 @@ datasets:
     test_subset: 150
 architectures: [cnn]
 bn: [bn, no-bn]
-bn_modes: [keep, fold]
+bn_modes: [keep, fold, recal]
+calib_size: 200
 presets: [pcm, gaussian]
 times: [1d]
 etas: [0.5]
@@ -43,7 +44,7 @@ repeats: 3
 engine: fast
 learned_factor: 5.0  # the BN-free model (43%) did not learn: its warning is logged
 """
-CELLS = 3 * (1 + 1) * 3  # (BN keep, fold, no BN) x (pcm at 1d, gaussian at eta 0.5) x 3
+CELLS = 4 * (1 + 1) * 3  # (BN keep, fold, recal, no BN) x (pcm at 1d, gaussian at eta 0.5) x 3
 
 
 def quiet(_msg):
@@ -116,6 +117,9 @@ def test_ray_gives_the_cells_and_checkpoints_of_the_local_executor(cluster, stud
         assert [m | {"checkpoint": "", "train_seconds": 0} for m in a.models()] == \
                [m | {"checkpoint": "", "train_seconds": 0} for m in b.models()]
         assert a.meta()["datasets"] == b.meta()["datasets"]
+        recal = a.meta()["recalibration"]
+        assert [e["count"] for e in recal.values()] == [6]  # 2 presets x 3 repeats, one time
+        assert recal.keys() == b.meta()["recalibration"].keys()
     assert grid(tmp_path / "ray") == grid(local_run) == {"model": 2, "cell": CELLS}
 
 
