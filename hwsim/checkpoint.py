@@ -28,6 +28,7 @@ analog model is rebuilt on load.
 
 from __future__ import annotations
 
+import io
 import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -123,17 +124,24 @@ def from_model(model: nn.Module, *, arch: str, bn: bool, dataset: str, **meta) -
     )
 
 
+def checkpoint_to_bytes(ckpt: Checkpoint) -> bytes:
+    """The bytes :func:`save_checkpoint` writes (how a checkpoint travels between processes)."""
+    buffer = io.BytesIO()
+    # through a file object: torch then names the archive's inner folder "archive", not after
+    # a (random) file name, so equal checkpoints are equal bytes
+    torch.save(ckpt.to_dict(), buffer)
+    return buffer.getvalue()
+
+
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
     """Write ``ckpt`` atomically (temp file + rename)."""
-    payload = ckpt.to_dict()
+    write_checkpoint_bytes(checkpoint_to_bytes(ckpt), path)
+    return Path(path)
 
-    def write(tmp: str) -> None:
-        # through a file object: torch then names the archive's inner folder "archive", not
-        # after the (random) temporary file, so equal checkpoints are equal bytes
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
 
-    atomic_write(path, write)
+def write_checkpoint_bytes(data: bytes, path: str | Path) -> Path:
+    """Write checkpoint bytes (from :func:`checkpoint_to_bytes`) atomically to ``path``."""
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
     return Path(path)
 
 
@@ -142,8 +150,12 @@ def _read(path: Path) -> Any:
         raise CheckpointError(f"{path}: no such file")
     if not path.is_file():
         raise CheckpointError(f"{path}: not a file")
+    return _torch_load(path, path)
+
+
+def _torch_load(source: Path | io.BytesIO, path: Any) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "weights_only" in str(e) or "Weights only" in str(e):
             raise CheckpointError(
@@ -181,23 +193,7 @@ def load_checkpoint(
     path = Path(path)
     obj = _read(path)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        if obj.get("version") != FORMAT_VERSION:
-            raise CheckpointError(
-                f"{path}: checkpoint format version {obj.get('version')!r} is not supported "
-                f"(this hwsim reads version {FORMAT_VERSION})"
-            )
-        fields = {k: v for k, v in obj.items() if k not in ("format", "version")}
-        try:
-            ckpt = Checkpoint(**fields)
-        except TypeError as e:
-            raise CheckpointError(f"{path}: malformed hwsim checkpoint ({e})") from None
-        if ckpt.kind not in KINDS:
-            raise CheckpointError(f"{path}: unknown checkpoint kind {ckpt.kind!r}")
-        try:
-            ckpt.check_weights()  # a checkpoint that loads is one whose weights fit
-        except HwsimError as e:
-            raise CheckpointError(f"{path}: {e}") from None
-        return ckpt
+        return _from_dict(obj, path)
     state = _plain_state_dict(obj)
     if state is None:
         raise CheckpointError(f"{path}: not an hwsim checkpoint or a state_dict")
@@ -218,6 +214,39 @@ def load_checkpoint(
             state_dict=state,
         )
         ckpt.check_weights()  # fail now, with a clear message, if the weights do not fit
+    except HwsimError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    return ckpt
+
+
+def checkpoint_from_bytes(data: bytes, where: str = "checkpoint") -> Checkpoint:
+    """An hwsim checkpoint from :func:`checkpoint_to_bytes`'s bytes (``where`` names it in
+    errors).
+
+    Raises:
+        CheckpointError: truncated, unsafe or not an hwsim checkpoint.
+    """
+    obj = _torch_load(io.BytesIO(data), where)
+    if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
+        raise CheckpointError(f"{where}: not an hwsim checkpoint")
+    return _from_dict(obj, where)
+
+
+def _from_dict(obj: dict, path: Any) -> Checkpoint:
+    if obj.get("version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {obj.get('version')!r} is not supported "
+            f"(this hwsim reads version {FORMAT_VERSION})"
+        )
+    fields = {k: v for k, v in obj.items() if k not in ("format", "version")}
+    try:
+        ckpt = Checkpoint(**fields)
+    except TypeError as e:
+        raise CheckpointError(f"{path}: malformed hwsim checkpoint ({e})") from None
+    if ckpt.kind not in KINDS:
+        raise CheckpointError(f"{path}: unknown checkpoint kind {ckpt.kind!r}")
+    try:
+        ckpt.check_weights()  # a checkpoint that loads is one whose weights fit
     except HwsimError as e:
         raise CheckpointError(f"{path}: {e}") from None
     return ckpt

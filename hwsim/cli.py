@@ -345,21 +345,44 @@ def study_cmd() -> None:
 @_compute_device_option("Where to train and infer.")
 @click.option("--report/--no-report", default=True, show_default=True,
               help="Write the HTML and Markdown report when the run completes.")
-def study_run_cmd(study_file, out, engine, compute_device, report) -> None:
+@click.option("--executor", default="local", show_default=True,
+              type=click.Choice(["local", "ray"]),
+              help="local: in this process; ray: as Ray tasks on a Ray cluster "
+                   "(pip install 'hwsim[ray]').")
+@click.option("--address", default=None,
+              help="Ray cluster to use (HOST:PORT of its head, or auto for the one running "
+                   "here) [default: $RAY_ADDRESS, else a local Ray instance started for the "
+                   "run].")
+@click.option("--gpus-per-task", type=click.FloatRange(min=0), default=None,
+              help="GPUs each Ray task asks for (a fraction shares a GPU) [default: 1 when "
+                   "the study runs on CUDA and the cluster has GPUs, else 0].")
+@click.option("--cpus-per-task", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="CPUs each Ray task asks for; torch uses as many threads [default: 1 with "
+                   "a GPU, else the threads torch uses here].")
+def study_run_cmd(study_file, out, engine, compute_device, report, executor, address,
+                  gpus_per_task, cpus_per_task) -> None:
     """Train, convert and infer every cell of STUDY not yet in the store, then report.
 
     STUDY is a study file, or the name of a study shipped with hwsim (e.g. quick; see
     'hwsim study list'). Interrupt it at any time (Ctrl-C, or even kill -9): rerunning the
     same command resumes where it stopped, and a changed study file computes only what is new.
+    With --executor ray the same study runs on a Ray cluster, with the same results; this
+    process stays the only writer of the run folder.
     """
+    from hwsim.executors import create_executor
     from hwsim.runtime import check_writable
     from hwsim.study import format_status, load_study, run_study
 
     study = load_study(study_file)
     out = out or Path("runs") / study.name
     check_writable(out, folder=True)
-    run = run_study(study, out, engine=engine, device=compute_device,
-                    log=lambda msg: click.echo(msg, err=True))
+    runner = create_executor(executor, address=address, gpus_per_task=gpus_per_task,
+                             cpus_per_task=cpus_per_task, device=compute_device)
+    try:
+        run = run_study(study, out, engine=engine, device=compute_device, executor=runner,
+                        log=lambda msg: click.echo(msg, err=True))
+    finally:
+        runner.close()
     click.echo(format_status(run.stages))
     click.echo(f"{run.computed_cells} cells computed, {run.skipped_cells} resumed from the "
                f"store, {run.trained} model(s) trained, {run.cached_models} cached; "

@@ -28,18 +28,21 @@ from typing import Literal
 
 from tqdm import tqdm
 
+from hwsim.checkpoint import checkpoint_from_bytes, write_checkpoint_bytes
 from hwsim.config import build, read_yaml, to_plain
 from hwsim.data import DATASETS, dataset_info
 from hwsim.devices import DevicePreset, format_time, load_preset, parse_time
 from hwsim.engine import DEFAULT_ENGINE, ENGINES
 from hwsim.errors import ConfigError, HwsimError
+from hwsim.executors import Executor, LocalExecutor
 from hwsim.models import list_models
 from hwsim.recalibrate import DEFAULT_CALIB_SIZE
 from hwsim.resources import shipped_dir
-from hwsim.runtime import check_writable
+from hwsim.runtime import DEVICES, check_writable, resolve_device
 from hwsim.stats import LEARNED_FACTOR
 from hwsim.store import STORE_NAME, CellKey, ModelKey, Store
 from hwsim.train import TrainConfig, not_learned_warning
+from hwsim.units import DatasetRecord, InferUnit, TrainUnit, UnitSettings
 
 
 @dataclass(frozen=True)
@@ -395,10 +398,15 @@ def run_study(
     *,
     engine: str | None = None,
     device: str = "auto",
+    executor: Executor | None = None,
     progress: bool = True,
     log=print,
 ) -> StudyRun:
     """Run (or resume) ``study`` into ``run_dir``: checkpoints/ and results.sqlite.
+
+    The work runs as units (:mod:`hwsim.units`) on ``executor`` (default: this process,
+    :class:`~hwsim.executors.LocalExecutor`); this function alone writes the run folder,
+    committing each unit's result as it arrives.
 
     Raises:
         HwsimError subclasses for bad input (datasets missing, bad presets...).
@@ -407,14 +415,6 @@ def run_study(
     import torch
 
     from hwsim import __version__
-    from hwsim.checkpoint import load_checkpoint, save_checkpoint
-    from hwsim.convert import convert
-    from hwsim.data import load_dataset
-    from hwsim.evaluate import evaluate
-    from hwsim.infer import InferSettings, run_inference
-    from hwsim.models import count_bn_layers
-    from hwsim.runtime import resolve_device, sha256_file
-    from hwsim.train import train
 
     start = time.perf_counter()
     run_dir = Path(run_dir)
@@ -422,7 +422,15 @@ def run_study(
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
     plan = plan_study(study, engine)
-    dev = resolve_device(device)
+    executor = executor or LocalExecutor()
+    if executor.name == "local":
+        resolve_device(device)
+    elif device not in DEVICES:  # elsewhere each worker resolves it on its own machine
+        raise ConfigError(f"unknown compute device {device!r}; choose one of: "
+                          f"{', '.join(DEVICES)}")
+    # absolute: a Ray worker's working folder is not this one
+    data_dir = str(Path(study.data_dir).resolve()) if study.data_dir else None
+    settings = UnitSettings(data_dir, device, engine)
     check_writable(run_dir, folder=True, what="the run folder")
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     with Store(run_dir / STORE_NAME) as store:  # closed on every exit, Ctrl-C included
@@ -437,97 +445,14 @@ def run_study(
         # the report reads exactly this grid: cells of a narrowed study stay in the file, unused
         store.set_grid([m.key for m in plan.models], [c for j in plan.infers for c in j.cells()])
 
-        datasets = {}
-
-        def data_for(name: str):
-            if name not in datasets:
-                datasets[name] = load_dataset(name, study.data_dir)
-                plan_d = next(p for p in study.datasets if p.name == name)
-                n_test = len(datasets[name].test_subset(plan_d.test_subset)[1])
-                meta = store.meta().get("datasets", {})
-                meta[name] = {"n_test": n_test, "test_total": len(datasets[name].test_y),
-                              "source": datasets[name].source}
-                store.set_meta("datasets", meta)
-            return datasets[name]
-
+        datasets = _DatasetMeta(store)
         try:
-            # -- stage 1: training (cached by the content of the training settings)
-            trained = cached = 0
-            checkpoints = {}
-            for i, job in enumerate(plan.models, 1):
-                path = run_dir / "checkpoints" / job.checkpoint_name
-                label = (f"{job.key.arch} {job.key.bn} {job.key.dataset} seed {job.key.seed}"
-                         + (f" HWA {job.key.hwa:g}" if job.key.hwa else ""))
-                record = store.model(job.key)
-                if path.is_file() and record and record["model_hash"] == job.model_hash:
-                    checkpoints[job.key] = load_checkpoint(path)
-                    cached += 1
-                    warn_not_learned(study, job, record["digital_accuracy"], log)
-                    continue
-                data = data_for(job.key.dataset)
-                if path.is_file():
-                    ckpt, seconds = load_checkpoint(path), None
-                    cached += 1
-                else:
-                    log(f"[train {i}/{len(plan.models)}] {label}: {job.train.epochs} epoch(s)")
-                    result = train(job.train, data, device=device, progress=progress)
-                    save_checkpoint(result.checkpoint, path)
-                    ckpt, seconds = result.checkpoint, result.seconds
-                    trained += 1
-                model = ckpt.build_model().to(dev)
-                x, y = data.test_subset(job.test_subset)
-                accuracy = evaluate(model, x, y, ckpt.normalization, device=dev)
-                store.add_model(job.key, digital_accuracy=accuracy, n_test=len(y),
-                                full_test_accuracy=ckpt.test_accuracy,
-                                bn_layers=count_bn_layers(model), checkpoint=str(path),
-                                checkpoint_sha256=sha256_file(path), train_seconds=seconds,
-                                model_hash=job.model_hash)
-                checkpoints[job.key] = ckpt
-                warn_not_learned(study, job, accuracy, log)
-            log(f"[train] {len(plan.models)} model(s): {trained} trained, {cached} cached")
-
-            # -- stage 2: inference, committing every repeat as it completes
-            done = store.done_ids()
-            todo = [(job, [c for c in job.cells() if c.id not in done]) for job in plan.infers]
-            total_cells = sum(len(job.cells()) for job in plan.infers)
-            remaining = sum(len(c) for _, c in todo)
-            log(f"[infer] {total_cells} cells: {total_cells - remaining} already in the store, "
-                f"{remaining} to compute (engine {engine})")
-            bar = tqdm(total=remaining, disable=not progress, unit="cell", desc="study",
-                       dynamic_ncols=True)
-            computed = 0
-            try:
-                for job, missing in todo:
-                    if not missing:
-                        continue
-                    missing_ids = {c.id for c in missing}
-                    ckpt = checkpoints[job.model.key]
-                    analog = convert(ckpt, job.preset,
-                                     "keep" if job.bn_mode == "none" else job.bn_mode)
-                    data = data_for(job.model.key.dataset)
-                    bar.set_description(f"{job.model.key.arch} {job.model.key.bn} {job.bn_mode} "
-                                        f"{job.preset_name}" + (f" eta={job.eta:g}"
-                                                                 if job.eta is not None else ""))
-                    settings = InferSettings(times=tuple(t for t in job.times if t is not None),
-                                             repeats=job.repeats, seed=job.model.key.seed,
-                                             test_subset=job.model.test_subset, engine=engine,
-                                             calib_size=job.calib_size or DEFAULT_CALIB_SIZE)
-
-                    def commit(records, job=job, data=data):
-                        store.add_cells([(job.cell(r.repeat, r.t_inference), r.accuracy,
-                                          len(data.test_subset(job.model.test_subset)[1]),
-                                          engine) for r in records])
-
-                    result = run_inference(analog.checkpoint, data, settings, device=device,
-                                           progress=False, on_repeat=commit,
-                                           on_eval=lambda r: bar.update(1),
-                                           skip=lambda r, t, job=job, ids=missing_ids:
-                                           job.cell(r, t).id not in ids)
-                    computed += len(missing)
-                    if result.recal_seconds:
-                        record_recalibration(store, job, result.recal_seconds)
-            finally:
-                bar.close()
+            shared, trained, cached = _train_stage(study, plan, run_dir, store, executor,
+                                                   settings, datasets, log=log,
+                                                   progress=progress)
+            computed, total_cells, remaining = _infer_stage(plan, store, executor, settings,
+                                                            shared, datasets, log=log,
+                                                            progress=progress)
         finally:
             elapsed = time.perf_counter() - start
             timing = store.meta().get("timing", {})
@@ -537,6 +462,95 @@ def run_study(
     run = StudyRun(run_dir, computed, total_cells - remaining, trained, cached, elapsed)
     run.stages = study_status(plan, run_dir)
     return run
+
+
+class _DatasetMeta:
+    """Records each dataset's test split in the store's meta, once per run, as the units
+    that loaded it report it."""
+
+    def __init__(self, store: Store):
+        self.store, self.done = store, set()
+
+    def record(self, rec: DatasetRecord) -> None:
+        if rec.name not in self.done:
+            meta = self.store.meta().get("datasets", {})
+            meta[rec.name] = rec.to_meta()
+            self.store.set_meta("datasets", meta)
+            self.done.add(rec.name)
+
+
+def _train_stage(study: Study, plan: Plan, run_dir: Path, store: Store, executor: Executor,
+                 settings: UnitSettings, datasets: _DatasetMeta, *, log, progress: bool):
+    """Train what is missing (cached by the content of the training settings); returns each
+    model's checkpoint as the executor shares it, and the trained and cached counts."""
+    trained = cached = 0
+    shared = {}  # model key -> how inference units reach its checkpoint
+    units = []
+    for job in plan.models:
+        path = run_dir / "checkpoints" / job.checkpoint_name
+        record = store.model(job.key)
+        if path.is_file() and record and record["model_hash"] == job.model_hash:
+            data = path.read_bytes()
+            shared[job.key] = executor.share(data, checkpoint_from_bytes(data, str(path)))
+            cached += 1
+            warn_not_learned(study, job, record["digital_accuracy"], log)
+        else:  # a checkpoint without its record (killed in between) is only evaluated
+            units.append(TrainUnit(job, path.read_bytes() if path.is_file() else None))
+    for out in executor.train(units, settings, log=log, progress=progress):
+        job = out.unit.job
+        path = run_dir / "checkpoints" / job.checkpoint_name
+        if out.checkpoint is not None:
+            write_checkpoint_bytes(out.checkpoint, path)
+            trained += 1
+        else:
+            cached += 1
+        data = out.checkpoint or out.unit.checkpoint
+        datasets.record(out.dataset)
+        store.add_model(job.key, digital_accuracy=out.digital_accuracy,
+                        n_test=out.dataset.n_test, full_test_accuracy=out.full_test_accuracy,
+                        bn_layers=out.bn_layers, checkpoint=str(path),
+                        checkpoint_sha256=hashlib.sha256(data).hexdigest(),
+                        train_seconds=out.seconds, model_hash=job.model_hash)
+        shared[job.key] = executor.share(data, checkpoint_from_bytes(data, str(path)))
+        warn_not_learned(study, job, out.digital_accuracy, log)
+    log(f"[train] {len(plan.models)} model(s): {trained} trained, {cached} cached")
+    return shared, trained, cached
+
+
+def _infer_stage(plan: Plan, store: Store, executor: Executor, settings: UnitSettings,
+                 shared: dict, datasets: _DatasetMeta, *, log, progress: bool):
+    """One unit per (job, repeat) with missing cells, committed as each arrives; returns the
+    cells computed, in the grid, and missing at the start."""
+    done = store.done_ids()
+    todo = []
+    for job in plan.infers:
+        for r in range(job.repeats):
+            times = tuple(t for t in job.times if job.cell(r, t).id not in done)
+            if times:
+                todo.append((InferUnit(job, r, times), shared[job.model.key]))
+    total_cells = sum(len(job.cells()) for job in plan.infers)
+    remaining = sum(len(u.times) for u, _ in todo)
+    log(f"[infer] {total_cells} cells: {total_cells - remaining} already in the store, "
+        f"{remaining} to compute (engine {settings.engine})")
+    bar = tqdm(total=remaining, disable=not progress, unit="cell", desc="study",
+               dynamic_ncols=True)
+
+    def show(unit: InferUnit, n: int) -> None:
+        bar.set_description(unit.label, refresh=False)
+        bar.update(n)
+
+    computed = 0
+    try:
+        for out in executor.infer(todo, settings, progress=show):
+            datasets.record(out.dataset)
+            store.add_cells([(cell, acc, out.dataset.n_test, settings.engine)
+                             for cell, acc in out.cells()])
+            computed += len(out.accuracies)
+            if out.recal_seconds:
+                record_recalibration(store, out.unit.job, list(out.recal_seconds))
+    finally:
+        bar.close()
+    return computed, total_cells, remaining
 
 
 def record_recalibration(store: Store, job: InferJob, seconds: list[float]) -> None:

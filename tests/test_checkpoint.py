@@ -87,3 +87,28 @@ def test_atomic_save_leaves_no_partial_file(cnn_bn_digits, tmp_path, monkeypatch
         save_checkpoint(ckpt, target)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["out.pt"]
+
+
+def test_bytes_are_the_file_and_read_back_exactly(cnn_bn_digits, tmp_path):
+    from hwsim.checkpoint import checkpoint_from_bytes, checkpoint_to_bytes
+
+    path, _ = cnn_bn_digits
+    ckpt = load_checkpoint(path)
+    data = checkpoint_to_bytes(ckpt)
+    save_checkpoint(ckpt, tmp_path / "saved.pt")
+    assert data == (tmp_path / "saved.pt").read_bytes()  # what travels is what is saved
+    back = checkpoint_from_bytes(data)
+    assert back.train_config == ckpt.train_config
+    assert all(torch.equal(back.state_dict[k], v) for k, v in ckpt.state_dict.items())
+    with pytest.raises(CheckpointError, match="model.pt: truncated or corrupt"):
+        checkpoint_from_bytes(data[:2000], "model.pt")
+    with pytest.raises(CheckpointError, match="model.pt: not an hwsim checkpoint"):
+        checkpoint_from_bytes(_plain_bytes(ckpt), "model.pt")
+
+
+def _plain_bytes(ckpt) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(ckpt.state_dict, buffer)
+    return buffer.getvalue()

@@ -85,27 +85,47 @@ def test_the_installed_wheel_works_from_any_folder(dist, tmp_path):
 
 
 def test_every_imported_library_is_a_declared_dependency():
-    """No import of a package that `pip install hwsim` would not bring (scipy was one)."""
+    """No import of a package that `pip install hwsim` would not bring (scipy was one); an
+    optional extra's package (ray) only where it is used, so hwsim runs without it."""
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = {re.split(r"[<>=!~ \[]", d, maxsplit=1)[0].lower().replace("_", "-")
-                for d in meta["dependencies"]}
+
+    def names(requirements):
+        return {re.split(r"[<>=!~ \[]", d, maxsplit=1)[0].lower().replace("_", "-")
+                for d in requirements}
+
+    declared = names(meta["dependencies"])
+    optional = names(d for extra, reqs in meta["optional-dependencies"].items()
+                     if extra != "test" for d in reqs)
     stdlib = set(sys.stdlib_module_names)
     providers = packages_distributions()
     for path in (ROOT / "hwsim").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        at_import = {id(n) for n in _outside_functions(tree)}  # runs when it is imported
+        for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
+                names_ = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
+                names_ = [node.module]
             else:
                 continue
-            for name in names:
+            for name in names_:
                 top = name.split(".")[0]
                 if top in stdlib or top == "hwsim":
                     continue
                 dists = {d.lower().replace("_", "-") for d in providers.get(top, [top])}
+                if dists & optional:
+                    assert id(node) not in at_import, \
+                        f"{path.name} imports {top} (an optional extra) when it is imported"
+                    continue
                 assert dists & declared, f"{path.name} imports {top}, which no dependency provides"
+
+
+def _outside_functions(node: ast.AST):
+    for child in ast.iter_child_nodes(node):
+        if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            yield child
+            yield from _outside_functions(child)
 
 
 def test_ci_installs_and_tests_exactly_as_the_readme_says():

@@ -1,0 +1,216 @@
+"""The work units of a study: what one executor task computes, as plain picklable data.
+
+A study runs as two kinds of unit (:mod:`hwsim.study` builds them, :mod:`hwsim.executors`
+runs them, in this process or on a Ray cluster):
+
+- :class:`TrainUnit`: one model to train (or, when its checkpoint exists but its record does
+  not, only to evaluate). It loads the dataset where it runs and returns the checkpoint's
+  bytes with the model's record; the driver writes them.
+- :class:`InferUnit`: one Monte-Carlo repeat of one (model, BN mode, preset, eta): program a
+  chip, drift it to each missing time (BN mode recal: recalibrate there), evaluate. It
+  returns that repeat's cells.
+
+A unit never writes anything: the study driver is the only writer of the run folder. Every
+cell draws from its own seed (:func:`hwsim.engine.derive_seed`), so a unit's cells are the
+same whichever process computes them, in whatever order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from hwsim.checkpoint import Checkpoint, checkpoint_from_bytes, checkpoint_to_bytes
+from hwsim.recalibrate import DEFAULT_CALIB_SIZE
+
+if TYPE_CHECKING:
+    import torch
+
+    from hwsim.data import Dataset
+    from hwsim.engine import Engine
+    from hwsim.store import CellKey
+    from hwsim.study import InferJob, ModelJob
+
+
+@dataclass(frozen=True)
+class UnitSettings:
+    """What every unit of one run shares."""
+
+    data_dir: str | None  # the study's data_dir: each worker loads the datasets itself
+    device: str  # compute device: auto | cpu | cuda (resolved where the unit runs)
+    engine: str
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """Which dataset a unit evaluated on, for the store's ``meta["datasets"]``."""
+
+    name: str
+    n_test: int
+    test_total: int
+    source: str
+
+    def to_meta(self) -> dict:
+        return {"n_test": self.n_test, "test_total": self.test_total, "source": self.source}
+
+
+@dataclass(frozen=True)
+class TrainUnit:
+    job: ModelJob
+    checkpoint: bytes | None = None  # already trained (its record is missing): evaluate only
+
+    @property
+    def dataset(self) -> str:
+        return self.job.key.dataset
+
+    @property
+    def label(self) -> str:
+        k = self.job.key
+        return f"{k.arch} {k.bn} {k.dataset} seed {k.seed}" + (f" HWA {k.hwa:g}" if k.hwa else "")
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    unit: TrainUnit
+    checkpoint: bytes | None  # the new checkpoint's bytes; None when the unit only evaluated
+    seconds: float | None  # training time
+    digital_accuracy: float  # on the study's test subset
+    full_test_accuracy: float | None  # recorded in the checkpoint at training time
+    bn_layers: int
+    dataset: DatasetRecord
+
+
+@dataclass(frozen=True)
+class InferUnit:
+    job: InferJob
+    repeat: int
+    times: tuple[float | None, ...]  # the repeat's missing times, increasing; (None,): no drift
+
+    @property
+    def dataset(self) -> str:
+        return self.job.model.key.dataset
+
+    @property
+    def label(self) -> str:
+        j, k = self.job, self.job.model.key
+        hwa = f" HWA {k.hwa:g}" if k.hwa else ""
+        eta = f" eta={j.eta:g}" if j.eta is not None else ""
+        return f"{k.arch} {k.bn}{hwa} {j.bn_mode} {j.preset_name}{eta}"
+
+    def cells(self) -> list[CellKey]:
+        return [self.job.cell(self.repeat, t) for t in self.times]
+
+
+@dataclass(frozen=True)
+class InferOutcome:
+    unit: InferUnit
+    accuracies: tuple[float, ...]  # one per unit.times
+    dataset: DatasetRecord
+    recal_seconds: tuple[float, ...] = ()  # BN mode recal: one per recalibration
+
+    def cells(self) -> list[tuple[CellKey, float]]:
+        return list(zip(self.unit.cells(), self.accuracies))
+
+
+@dataclass
+class UnitCache:
+    """What a process keeps between units: loaded datasets, and the last engine built with
+    its BN calibration images (the next unit is usually the next repeat of the same job, so a
+    chip is rebuilt only when the job changes). An engine's
+    :meth:`~hwsim.engine.Engine.program` starts a new chip from its seed, so reusing one does
+    not change any cell."""
+
+    datasets: dict[tuple[str, str | None], Dataset] = field(default_factory=dict)
+    engine_key: tuple | None = None
+    engine: Engine | None = None
+    calibration: torch.Tensor | None = None  # BN mode recal: the job's calibration images
+
+    def dataset(self, name: str, data_dir: str | None) -> Dataset:
+        from hwsim.data import load_dataset
+
+        if (name, data_dir) not in self.datasets:
+            self.datasets[name, data_dir] = load_dataset(name, data_dir)
+        return self.datasets[name, data_dir]
+
+
+def _dataset_record(data: Dataset, n_test: int) -> DatasetRecord:
+    return DatasetRecord(data.name, n_test, len(data.test_y), data.source)
+
+
+def run_train_unit(unit: TrainUnit, settings: UnitSettings, cache: UnitCache, *,
+                   progress: bool = False) -> TrainOutcome:
+    """Train (or only evaluate) ``unit``'s model.
+
+    Raises:
+        DatasetError, TrainingError, CheckpointError.
+    """
+    from hwsim.evaluate import evaluate
+    from hwsim.models import count_bn_layers
+    from hwsim.runtime import resolve_device
+    from hwsim.train import train
+
+    job = unit.job
+    data = cache.dataset(job.key.dataset, settings.data_dir)
+    if unit.checkpoint is None:
+        result = train(job.train, data, device=settings.device, progress=progress)
+        ckpt, seconds = result.checkpoint, result.seconds
+        blob = checkpoint_to_bytes(ckpt)
+    else:
+        ckpt, seconds, blob = checkpoint_from_bytes(unit.checkpoint, job.checkpoint_name), \
+            None, None  # evaluate only
+    dev = resolve_device(settings.device)
+    model = ckpt.build_model().to(dev)
+    x, y = data.test_subset(job.test_subset)
+    accuracy = evaluate(model, x, y, ckpt.normalization, device=dev)
+    return TrainOutcome(unit, blob, seconds, accuracy, ckpt.test_accuracy,
+                        count_bn_layers(model), _dataset_record(data, len(y)))
+
+
+def run_infer_unit(unit: InferUnit, checkpoint: Checkpoint | Callable[[], Checkpoint],
+                   settings: UnitSettings, cache: UnitCache, *,
+                   on_eval: Callable[[], None] | None = None) -> InferOutcome:
+    """One Monte-Carlo repeat of ``unit``'s job on its model's digital ``checkpoint`` (or a
+    function returning it, called only when the cached engine does not fit).
+
+    Raises:
+        DatasetError, CheckpointError, SimulationError.
+    """
+    from hwsim.infer import Recalibration, run_repeat
+
+    job = unit.job
+    data = cache.dataset(unit.dataset, settings.data_dir)
+    engine = _engine(unit, checkpoint, settings, cache, data)
+    recal = Recalibration(cache.calibration) if cache.calibration is not None else None
+    x, y = data.test_subset(job.model.test_subset)
+    records = run_repeat(engine, unit.repeat, list(unit.times), x, y, data.normalization,
+                         seed=job.model.key.seed, recal=recal,
+                         on_eval=(lambda r: on_eval()) if on_eval else None)
+    return InferOutcome(unit, tuple(r.accuracy for r in records), _dataset_record(data, len(y)),
+                        tuple(recal.seconds) if recal else ())
+
+
+def _engine(unit: InferUnit, checkpoint, settings: UnitSettings, cache: UnitCache,
+            data: Dataset) -> Engine:
+    from hwsim.convert import convert
+    from hwsim.engine import create_engine
+    from hwsim.infer import InferSettings, analog_preset, check_dataset, recalibration_for
+    from hwsim.runtime import resolve_device
+
+    job = unit.job
+    key = (job.model.checkpoint_name, job.bn_mode, job.calib_size, job.preset_hash, job.eta,
+           settings.engine, settings.device)
+    if cache.engine_key != key:
+        cache.engine = cache.engine_key = cache.calibration = None  # free the old chip first
+        ckpt = checkpoint() if callable(checkpoint) else checkpoint
+        analog = convert(ckpt, job.preset, "keep" if job.bn_mode == "none" else job.bn_mode)
+        check_dataset(analog.checkpoint, data.name)
+        recal = recalibration_for(analog.checkpoint, data, InferSettings(
+            times=(), seed=job.model.key.seed, calib_size=job.calib_size or DEFAULT_CALIB_SIZE))
+        dev = resolve_device(settings.device)
+        digital = analog.checkpoint.build_model().to(dev)
+        cache.engine = create_engine(settings.engine, digital, analog_preset(analog.checkpoint),
+                                     dev)
+        cache.calibration = recal.images if recal else None
+        cache.engine_key = key
+    return cache.engine
