@@ -198,10 +198,11 @@ def test_bad_remedy_keys(tmp_path, replace, message):
 def test_the_shipped_remedies_study_measures_every_remedy():
     """experiments/remedies.yaml: BN recalibrated beside kept, folded and no BN, each with
     standard and hardware-aware training (aihwkit's tutorial settings), on PCM and Gaussian
-    noise, for architectures with and without BN."""
+    noise, for three architectures (the BN-layer trend) with and without BN."""
     study = load_study("remedies")
     assert set(study.bn_modes) == {"keep", "fold", "recal"} and set(study.bn) == {"bn", "no-bn"}
     assert list(study.hwa) == [0.0, 0.06] and study.hwa_clip == 2.0
-    assert set(study.presets) == {"pcm", "gaussian"} and len(study.architectures) >= 2
+    assert set(study.presets) == {"pcm", "pcm-column", "gaussian"}
+    assert len(study.architectures) >= 3
     plan = plan_study(study)
     assert {m.key.hwa for m in plan.models} == {0.0, 0.06}
