@@ -47,7 +47,7 @@ def run_one(engine: str, preset: str, batch: int, batches: int) -> dict:
 
     import torch
 
-    from hwsim.devices import load_preset
+    from hwsim.analog.presets import load_preset
     from hwsim.engine import create_engine
     from hwsim.models import create_model
 
@@ -110,11 +110,13 @@ def kernel_build() -> dict:
 
 def validate(repeats: int = 30) -> list[dict]:
     """Fast vs aihwkit accuracy distributions on a trained model (same programmed chips)."""
-    from hwsim.convert import convert
+    from hwsim.analog.presets import load_preset
     from hwsim.data import load_dataset
-    from hwsim.devices import format_time, load_preset
-    from hwsim.infer import InferSettings, run_inference
-    from hwsim.train import TrainConfig, train
+    from hwsim.inference.analog import to_analog
+    from hwsim.inference.montecarlo import InferSettings, run_inference
+    from hwsim.training.config import TrainConfig
+    from hwsim.training.loop import train
+    from hwsim.util.timefmt import format_time
 
     warnings.filterwarnings("ignore")
     data = load_dataset("digits")
@@ -122,7 +124,7 @@ def validate(repeats: int = 30) -> list[dict]:
                     progress=False)
     rows = []
     for name in ("pcm", "pcm-column", "reram", "pcm-weights-only", "ideal"):
-        analog = convert(trained.checkpoint, load_preset(name), "keep").checkpoint
+        analog = to_analog(trained.checkpoint, load_preset(name), "keep").checkpoint
         for engine in ("aihwkit", "fast"):
             settings = InferSettings(times=(1.0, 86400.0, 31536000.0), repeats=repeats,
                                      engine=engine)

@@ -57,8 +57,8 @@ def fresh_copy(base: Path, run_dir: Path) -> None:
 def run_once(kind: str, study, run_dir: Path, cpus_per_task: float | None) -> dict:
     """One run of the study into ``run_dir``; wall times of the whole command (Ray started and
     stopped included) and of its inference stage."""
-    from hwsim.executors import LocalExecutor, RayExecutor
     from hwsim.study import run_study
+    from hwsim.study.executors import LocalExecutor, RayExecutor
 
     marks = {}
 

@@ -27,7 +27,8 @@ import torch
 
 
 def hwa_ratio(args, data) -> dict:
-    from hwsim.train import TrainConfig, train
+    from hwsim.training.config import TrainConfig
+    from hwsim.training.loop import train
 
     small_test = dataclasses.replace(data, test_x=data.test_x[:10], test_y=data.test_y[:10])
     base = TrainConfig(args.arch, True, args.dataset, epochs=1, batch_size=args.batch_size,
@@ -47,14 +48,14 @@ def hwa_ratio(args, data) -> dict:
 
 
 def recal_ratio(args, data) -> dict:
-    from hwsim.devices import load_preset
+    from hwsim.analog.presets import load_preset
+    from hwsim.analog.recalibrate import calibration_sample, recalibrate_bn
     from hwsim.engine import create_engine
-    from hwsim.evaluate import evaluate
+    from hwsim.inference.evaluate import evaluate
     from hwsim.models import create_model
-    from hwsim.recalibrate import calibration_sample, recalibrate_bn
-    from hwsim.runtime import resolve_device
+    from hwsim.util.runtime import resolve_compute_device
 
-    dev = resolve_device(args.compute_device)
+    dev = resolve_compute_device(args.compute_device)
     model = create_model(args.arch, bn=True, num_classes=data.num_classes,
                          in_channels=data.in_channels, input_size=data.input_size).eval()
     engine = create_engine(args.engine, model, load_preset(args.preset), dev)

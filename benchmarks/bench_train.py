@@ -40,10 +40,11 @@ from torch import nn
 from tqdm import tqdm
 
 from hwsim.data import iterate_batches, load_dataset
-from hwsim.evaluate import evaluate
+from hwsim.inference.evaluate import evaluate
 from hwsim.models import create_model
-from hwsim.runtime import resolve_device, seed_everything
-from hwsim.train import TrainConfig, lr_at
+from hwsim.training.config import TrainConfig
+from hwsim.training.loop import lr_at
+from hwsim.util.runtime import resolve_compute_device, seed_everything
 
 PHASES = ("batch", "forward", "backward", "clip", "step", "bookkeeping")
 
@@ -135,7 +136,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    dev = resolve_device(args.compute_device)
+    dev = resolve_compute_device(args.compute_device)
     data = load_dataset(args.dataset)
     config = TrainConfig(args.arch, args.bn, args.dataset, epochs=args.epochs,
                          batch_size=args.batch_size, lr=args.lr)

@@ -1,7 +1,9 @@
 """hwsim: how much accuracy a trained network loses on analog in-memory hardware.
 
-The library is importable without the CLI: see ``hwsim.models``, ``hwsim.data``,
-``hwsim.train``, ``hwsim.checkpoint``, ``hwsim.devices``, ``hwsim.convert``, ``hwsim.infer``,
+The library is importable without the CLI, one folder per stage of the pipeline:
+``hwsim.data`` and ``hwsim.models`` (what is trained), ``hwsim.training``,
+``hwsim.checkpoint``, ``hwsim.analog`` (presets, BN fold/recalibration, weight noise),
+``hwsim.engine`` (the only aihwkit user), ``hwsim.inference`` (chips, Monte-Carlo runs),
 ``hwsim.study`` and ``hwsim.report``.
 """
 

@@ -38,11 +38,11 @@ import torch
 from torch import nn
 
 from hwsim import __version__
-from hwsim.bn import fold_bn
+from hwsim.analog.bn import fold_bn
 from hwsim.data import dataset_info
 from hwsim.errors import CheckpointError, HwsimError
 from hwsim.models import check_arch, create_model
-from hwsim.runtime import atomic_write
+from hwsim.util.runtime import atomic_write
 
 FORMAT = "hwsim-checkpoint"
 FORMAT_VERSION = 1

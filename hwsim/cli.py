@@ -128,14 +128,15 @@ def train_cmd(arch, bn, dataset, data_dir, epochs, batch_size, lr, grad_clip, we
     from hwsim.data import load_dataset
     from hwsim.errors import ConfigError
     from hwsim.models import check_arch
-    from hwsim.runtime import check_writable, resolve_device
-    from hwsim.train import TrainConfig, not_learned_warning, train
+    from hwsim.training.config import TrainConfig
+    from hwsim.training.loop import not_learned_warning, train
+    from hwsim.util.runtime import check_writable, resolve_compute_device
 
     if preset is not None:
         raise ConfigError("--device names a device preset (hwsim convert/infer); to choose where "
                           f"to train, use --compute-device {preset}")
     check_arch(arch)
-    resolve_device(compute_device)
+    resolve_compute_device(compute_device)
     hwa = f"-hwa{hwa_noise:g}" if hwa_noise else ""
     out = out or Path(f"{arch}{'' if bn else '-nobn'}-{dataset}{hwa}.pt")
     check_writable(out)  # before training, not after
@@ -166,7 +167,7 @@ def devices_cmd(ctx) -> None:
     """List the device presets (device_configs/*.yaml)."""
     if ctx.invoked_subcommand is not None:
         return
-    from hwsim.devices import list_presets, load_preset
+    from hwsim.analog.presets import list_presets, load_preset
 
     for name in list_presets():
         p = load_preset(name)
@@ -183,7 +184,7 @@ def devices_show_cmd(preset: str) -> None:
     """Print the resolved parameters of PRESET (a name or a YAML path)."""
     import yaml
 
-    from hwsim.devices import load_preset
+    from hwsim.analog.presets import load_preset
 
     p = load_preset(preset)
     click.echo(yaml.safe_dump(p.to_dict(), sort_keys=False, width=100).rstrip())
@@ -209,7 +210,7 @@ def _add(options):
 
 
 def _preset(device: str, eta: float | None):
-    from hwsim.devices import load_preset
+    from hwsim.analog.presets import load_preset
 
     p = load_preset(device)
     return p.with_eta(eta) if eta is not None else p
@@ -231,8 +232,8 @@ def _preset(device: str, eta: float | None):
               help="Analog checkpoint path [default: MODEL-PRESET-BN.pt].")
 def convert_cmd(model_path, arch, dataset, device, bn_mode, eta, out) -> None:
     """Map a trained model onto analog tiles of a device preset (writes an analog checkpoint)."""
-    from hwsim.convert import convert_file
-    from hwsim.runtime import check_writable
+    from hwsim.inference.analog import convert_file
+    from hwsim.util.runtime import check_writable
 
     preset = _preset(device, eta)
     out = out or model_path.with_name(f"{model_path.stem}-{preset.name}-{bn_mode}.pt")
@@ -280,47 +281,37 @@ def infer_cmd(model_path, arch, device, bn_mode, calib_size, eta, times, repeats
               data_dir, test_subset, engine, batch_size, compute_device, out) -> None:
     """Program analog chips, drift them to each time and measure test accuracy."""
     from hwsim.checkpoint import load_checkpoint
-    from hwsim.convert import convert
     from hwsim.data import load_dataset
-    from hwsim.devices import parse_times
     from hwsim.engine import DEFAULT_ENGINE
     from hwsim.errors import ConfigError
-    from hwsim.infer import (
-        InferSettings,
-        check_dataset,
-        check_results_path,
-        format_table,
-        run_inference,
-        write_results,
-    )
-    from hwsim.recalibrate import DEFAULT_CALIB_SIZE
+    from hwsim.inference.chip import check_dataset
+    from hwsim.inference.montecarlo import InferSettings, run_inference
+    from hwsim.inference.results import check_results_path, format_table, write_results
+    from hwsim.util.timefmt import parse_times
 
     if out is not None:
         check_results_path(out)  # before the run, not after it
     settings = InferSettings(times=tuple(parse_times(times)), repeats=repeats, seed=seed,
                              test_subset=test_subset, engine=engine or DEFAULT_ENGINE,
-                             batch_size=batch_size, calib_size=calib_size or DEFAULT_CALIB_SIZE)
+                             batch_size=batch_size, calib_size=calib_size)
     ckpt = load_checkpoint(model_path, arch=arch, dataset=dataset)
-    if ckpt.kind == "analog":
-        if device is not None or bn_mode is not None or eta is not None:
-            raise ConfigError(
-                f"{model_path} is already converted (preset {ckpt.preset['name']!r}, BN "
-                f"{ckpt.bn_mode}): drop --device/--bn/--eta, or give the digital checkpoint"
-            )
-    else:
-        if device is None:
-            raise ConfigError(f"{model_path} is a digital checkpoint: name a device preset with "
-                              "--device (e.g. --device pcm)")
-        conv = convert(ckpt, _preset(device, eta), bn_mode or "keep")
-        if conv.note:
-            click.echo(conv.note)
-        ckpt = conv.checkpoint
-    if calib_size is not None and ckpt.bn_mode != "recal":
+    if ckpt.kind == "analog" and (device is not None or bn_mode is not None or eta is not None):
+        raise ConfigError(
+            f"{model_path} is already converted (preset {ckpt.preset['name']!r}, BN "
+            f"{ckpt.bn_mode}): drop --device/--bn/--eta, or give the digital checkpoint")
+    if ckpt.kind == "digital" and device is None:
+        raise ConfigError(f"{model_path} is a digital checkpoint: name a device preset with "
+                          "--device (e.g. --device pcm)")
+    mode = ckpt.bn_mode if ckpt.kind == "analog" else bn_mode or "keep"
+    if calib_size is not None and mode != "recal":
         raise ConfigError(f"--calib-size applies to BN mode recal only (this run's BN mode is "
-                          f"{ckpt.bn_mode})")
+                          f"{mode})")
     check_dataset(ckpt, dataset or ckpt.dataset)
     data = load_dataset(dataset or ckpt.dataset, data_dir)
-    result = run_inference(ckpt, data, settings, device=compute_device)
+    result = run_inference(ckpt, data, settings, compute_device=compute_device,
+                           preset=_preset(device, eta) if device else None, bn_mode=bn_mode)
+    if result.note:
+        click.echo(result.note)
     click.echo(format_table(result))
     click.echo(f"({result.seconds:.1f} s)")
     if out:
@@ -369,9 +360,9 @@ def study_run_cmd(study_file, out, engine, compute_device, report, executor, add
     With --executor ray the same study runs on a Ray cluster, with the same results; this
     process stays the only writer of the run folder.
     """
-    from hwsim.executors import create_executor
-    from hwsim.runtime import check_writable
     from hwsim.study import format_status, load_study, run_study
+    from hwsim.study.executors import create_executor
+    from hwsim.util.runtime import check_writable
 
     study = load_study(study_file)
     out = out or Path("runs") / study.name
@@ -425,7 +416,7 @@ def study_status_cmd(run_dir) -> None:
 def report_cmd(run_dir, formats, out) -> None:
     """Write the comparison report of a study run from its results store alone."""
     from hwsim.report import write_report
-    from hwsim.runtime import check_writable
+    from hwsim.util.runtime import check_writable
 
     check_writable(out or run_dir, folder=True)
 

@@ -33,7 +33,8 @@ def digits():
 
 def _train_digits(digits, bn: bool, tmp_path_factory, name: str):
     from hwsim.checkpoint import save_checkpoint
-    from hwsim.train import TrainConfig, train
+    from hwsim.training.config import TrainConfig
+    from hwsim.training.loop import train
 
     result = train(TrainConfig("cnn", bn, "digits", epochs=3, batch_size=32, lr=0.1, seed=0),
                    digits, progress=False)

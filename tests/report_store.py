@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from hwsim.store import STORE_NAME, ModelKey, Store
+from hwsim.study.store import STORE_NAME, ModelKey, Store
 
 DIGITAL = {"bn": 0.92, "no-bn": 0.90}
 BN_LAYERS = {"resnet44": 43, "vgg16": 13, "resnet20": 19}

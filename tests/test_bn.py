@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hwsim.bn import fold_bn
+from hwsim.analog.bn import fold_bn
 from hwsim.data import normalize
 from hwsim.models import count_bn_layers, create_model, list_models
 

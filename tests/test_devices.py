@@ -2,15 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from hwsim.devices import (
-    format_time,
-    list_presets,
-    load_preset,
-    parse_times,
-    presets_dir,
-    to_rpu_config,
-)
+from hwsim.analog.presets import list_presets, load_preset, presets_dir
+from hwsim.engine.rpu import to_rpu_config
 from hwsim.errors import ConfigError, SimulationError
+from hwsim.util.timefmt import format_time, parse_times
 
 PRESET_FILES = sorted(presets_dir().glob("*.yaml"))
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from hwsim.analog.presets import load_preset
 from hwsim.checkpoint import load_checkpoint
-from hwsim.convert import convert
-from hwsim.devices import load_preset
 from hwsim.engine import DEFAULT_ENGINE, create_engine, kernels
-from hwsim.infer import InferSettings, run_inference
+from hwsim.inference.analog import to_analog
+from hwsim.inference.montecarlo import InferSettings, run_inference
 from hwsim.stats import welch_ci
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors
@@ -146,7 +146,7 @@ def test_accuracy_distribution_matches_aihwkit(variant, cnn_bn_digits, digits):
     """Same programmed chips (same seeds), 10 repeats: at each time, the 95% confidence
     interval of the difference of the two engines' mean accuracies (Welch) holds zero."""
     name, mapping_change = VARIANTS[variant]
-    analog = convert(load_checkpoint(cnn_bn_digits[0]), preset(name, mapping_change),
+    analog = to_analog(load_checkpoint(cnn_bn_digits[0]), preset(name, mapping_change),
                      "keep").checkpoint
     results = {}
     for engine in ("aihwkit", "fast"):
@@ -178,7 +178,7 @@ def test_the_kernel_runs_the_io_presets_on_the_cpu(monkeypatch):
 
 
 def test_fast_engine_is_seeded(cnn_bn_digits, digits):
-    analog = convert(load_checkpoint(cnn_bn_digits[0]), load_preset("pcm"), "fold").checkpoint
+    analog = to_analog(load_checkpoint(cnn_bn_digits[0]), load_preset("pcm"), "fold").checkpoint
     settings = InferSettings(times=(1.0, 86400.0), repeats=2, seed=4, engine="fast")
     a = run_inference(analog, digits, settings, progress=False)
     b = run_inference(analog, digits, settings, progress=False)

@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, Phase, given, reject, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from hwsim.devices import (
+from hwsim.analog.presets import (
     DevicePreset,
     ForwardSpec,
     MappingSpec,
@@ -413,7 +413,7 @@ def test_refused_settings_name_the_key_at_load(values, message, tmp_path):
 
 def test_dataclass_fields_match_aihwkit_names():
     # to_rpu_config copies forward and mapping fields by name: each must exist in aihwkit
-    from hwsim.devices import to_rpu_config
+    from hwsim.engine.rpu import to_rpu_config
 
     cfg = to_rpu_config(make_preset({}))
     for f in dataclasses.fields(ForwardSpec):

@@ -11,10 +11,11 @@ from hwsim.checkpoint import from_model, load_checkpoint, save_checkpoint
 from hwsim.cli import cli
 from hwsim.data import normalize
 from hwsim.errors import CheckpointError, ConfigError
-from hwsim.evaluate import evaluate
-from hwsim.hwa import analog_weights, clip_weights, noisy_forward
+from hwsim.inference.evaluate import evaluate
 from hwsim.models import create_model
-from hwsim.train import TrainConfig, train
+from hwsim.training.config import TrainConfig
+from hwsim.training.hwa import analog_weights, clip_weights, noisy_forward
+from hwsim.training.loop import train
 
 PLAIN = TrainConfig("cnn", True, "digits", epochs=1, batch_size=64, seed=1, train_subset=320)
 

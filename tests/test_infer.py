@@ -3,11 +3,12 @@ import json
 import pytest
 import torch
 
+from hwsim.analog.presets import load_preset
 from hwsim.checkpoint import load_checkpoint, save_checkpoint
-from hwsim.convert import convert
-from hwsim.devices import load_preset
 from hwsim.errors import CheckpointError, SimulationError
-from hwsim.infer import InferSettings, Record, run_inference, summarize, write_results
+from hwsim.inference.analog import to_analog
+from hwsim.inference.montecarlo import InferSettings, run_inference
+from hwsim.inference.results import Record, summarize_records, write_results
 
 ENGINE = "aihwkit"
 
@@ -16,7 +17,7 @@ def analog(path, preset, bn_mode="keep", eta=None):
     p = load_preset(preset)
     if eta is not None:
         p = p.with_eta(eta)
-    return convert(load_checkpoint(path), p, bn_mode).checkpoint
+    return to_analog(load_checkpoint(path), p, bn_mode).checkpoint
 
 
 def infer(ckpt, data, times=(1.0,), repeats=3, seed=0, engine=ENGINE):
@@ -116,19 +117,19 @@ def test_analog_checkpoint_round_trip(cnn_bn_digits, tmp_path):
 
 
 def test_bn_free_model_records_bn_none(cnn_nobn_digits):
-    conv = convert(load_checkpoint(cnn_nobn_digits[0]), load_preset("pcm"), "fold")
+    conv = to_analog(load_checkpoint(cnn_nobn_digits[0]), load_preset("pcm"), "fold")
     assert conv.checkpoint.bn_mode == "none" and "nothing to fold" in conv.note
 
 
 def test_converting_twice_is_refused(cnn_bn_digits):
     once = analog(cnn_bn_digits[0], "pcm")
     with pytest.raises(CheckpointError, match="already analog"):
-        convert(once, load_preset("pcm"))
+        to_analog(once, load_preset("pcm"))
 
 
 def test_summary_statistics():
     records = [Record(1.0, i, a) for i, a in enumerate([0.8, 0.9, 1.0])]
-    (s,) = summarize(records, 1.0)
+    (s,) = summarize_records(records, 1.0)
     assert s.mean == pytest.approx(0.9) and s.std == pytest.approx(0.1)
     assert s.ci95 == pytest.approx(4.302653 * 0.1 / 3**0.5, rel=1e-5)  # t(0.975, 2)
     assert s.normalized == pytest.approx(0.9)

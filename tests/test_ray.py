@@ -21,9 +21,9 @@ from click.testing import CliRunner
 
 from hwsim.cli import cli
 from hwsim.errors import DatasetError
-from hwsim.executors import RayExecutor
-from hwsim.store import STORE_NAME, Store
 from hwsim.study import load_study, run_study
+from hwsim.study.executors import RayExecutor
+from hwsim.study.store import STORE_NAME, Store
 
 STUDY = """\
 name: tiny-ray
@@ -323,7 +323,7 @@ GPU_NODES = ({"CPU": 16.0, "GPU": 4.0}, {"CPU": 8.0})
     ("cpu", None, 8, (8.0, 0.0, "cpu")),  # never "auto" on a node whose GPUs it did not ask for
 ])
 def test_task_size_on_a_gpu_cluster(device, gpus, cpus, expected):
-    from hwsim.executors import _task_size
+    from hwsim.study.executors import _task_size
 
     cluster = FakeCluster(*GPU_NODES)
     size = _task_size(cluster, gpus, cpus, device)
@@ -339,7 +339,7 @@ def test_task_size_on_a_gpu_cluster(device, gpus, cpus, expected):
 ])
 def test_task_sizes_no_node_can_run(device, gpus, cpus, message):
     from hwsim.errors import ConfigError
-    from hwsim.executors import _task_size
+    from hwsim.study.executors import _task_size
 
     with pytest.raises(ConfigError, match=message.replace("-", r"\-")):
         _task_size(FakeCluster(*GPU_NODES), gpus, cpus, device)

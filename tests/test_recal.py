@@ -8,27 +8,27 @@ from click.testing import CliRunner
 from torch.optim.swa_utils import update_bn
 
 from hwsim import stats
-from hwsim.checkpoint import load_checkpoint
-from hwsim.cli import cli
-from hwsim.convert import convert
-from hwsim.data import normalize
-from hwsim.devices import load_preset
-from hwsim.engine import create_engine
-from hwsim.errors import ConfigError
-from hwsim.infer import InferSettings, run_inference
-from hwsim.recalibrate import (
+from hwsim.analog.presets import load_preset
+from hwsim.analog.recalibrate import (
     DEFAULT_CALIB_SIZE,
     bn_layers,
     calibration_sample,
     recalibrate_bn,
 )
+from hwsim.checkpoint import load_checkpoint
+from hwsim.cli import cli
+from hwsim.data import normalize
+from hwsim.engine import create_engine
+from hwsim.errors import ConfigError
+from hwsim.inference.analog import to_analog
+from hwsim.inference.montecarlo import InferSettings, run_inference
 
 CPU = torch.device("cpu")
 
 
 def analog(path, preset, bn_mode="recal", eta=None):
     p = load_preset(preset)
-    return convert(load_checkpoint(path), p.with_eta(eta) if eta is not None else p,
+    return to_analog(load_checkpoint(path), p.with_eta(eta) if eta is not None else p,
                    bn_mode).checkpoint
 
 

@@ -13,8 +13,8 @@ from hwsim.cli import cli
 from hwsim.errors import ConfigError
 from hwsim.report import build_report, write_report
 from hwsim.report.answers import REMEDIES_QUESTION
-from hwsim.store import STORE_NAME, Store
 from hwsim.study import load_study, plan_study, run_study, study_status
+from hwsim.study.store import STORE_NAME, Store
 
 PLAIN = """\
 name: remedies-test

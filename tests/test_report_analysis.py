@@ -18,7 +18,7 @@ from hwsim.report import (
     variant_of,
 )
 from hwsim.stats import LEARNED_FACTOR
-from hwsim.store import Store
+from hwsim.study.store import Store
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from hwsim.report import (
 )
 from hwsim.report.answers import mapping_sentences
 from hwsim.report.render import Details, Figure, Heading, Notice
-from hwsim.store import STORE_NAME, ModelKey, Store
+from hwsim.study.store import STORE_NAME, ModelKey, Store
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from hwsim.report import build_report, write_report
-from hwsim.store import STORE_NAME, Store
 from hwsim.study import load_study, plan_study, run_study, status_from_run_dir
+from hwsim.study.store import STORE_NAME, Store
 
 STUDY = """\
 name: {name}

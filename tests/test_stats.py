@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import t as student_t
 
-from hwsim.infer import Record
-from hwsim.infer import summarize as summarize_records
+from hwsim.inference.results import Record
+from hwsim.inference.results import summarize_records as summarize_records
 from hwsim.stats import has_learned, learned_threshold, summarize, welch_ci
 
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from hwsim.cli import cli
-from hwsim.store import SCHEMA_VERSION, STORE_NAME, ModelKey, Store, StoreError
+from hwsim.study.store import SCHEMA_VERSION, STORE_NAME, ModelKey, Store, StoreError
 
 # The layout of stores of schema versions 0 to 2 (before remedies added the hwa and
 # calib_size columns), as hwsim wrote it then.
@@ -138,7 +138,7 @@ def test_an_sqlite_file_of_another_program_is_refused(tmp_path):
 
 
 def test_the_migration_steps_cover_every_version():
-    from hwsim.store import _MIGRATIONS
+    from hwsim.study.store import _MIGRATIONS
 
     assert sorted(_MIGRATIONS) == list(range(SCHEMA_VERSION))
 
@@ -147,7 +147,7 @@ def test_the_migration_steps_cover_every_version():
                          ids=["exception", "ctrl-c"])
 def test_run_study_closes_the_store_on_every_exit(tmp_path, monkeypatch, exc):
     """An exception or Ctrl-C in the middle of a run leaves no open handle on the store."""
-    import hwsim.train
+    import hwsim.study.units
     from hwsim.study import load_study, run_study
 
     study_file = tmp_path / "s.yaml"
@@ -158,7 +158,7 @@ def test_run_study_closes_the_store_on_every_exit(tmp_path, monkeypatch, exc):
     def fail(*args, **kwargs):
         raise exc
 
-    monkeypatch.setattr(hwsim.train, "train", fail)
+    monkeypatch.setattr(hwsim.study.units, "train", fail)
     with pytest.raises(type(exc)):
         run_study(load_study(study_file), tmp_path / "run", progress=False, log=lambda m: None)
     store = tmp_path / "run" / STORE_NAME

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from hwsim.errors import ConfigError
-from hwsim.store import STORE_NAME, Store
 from hwsim.study import load_study, plan_study, run_study, study_status
+from hwsim.study.store import STORE_NAME, Store
 
 TINY = """\
 name: tiny

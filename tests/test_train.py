@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from hwsim.checkpoint import load_checkpoint
-from hwsim.evaluate import evaluate
-from hwsim.train import TrainConfig, lr_at, train
+from hwsim.inference.evaluate import evaluate
+from hwsim.training.config import TrainConfig
+from hwsim.training.loop import lr_at, train
 
 # Floors after 3 epochs (126 SGD steps) on the 1347 training digits; measured: BN ~0.97,
 # no-BN ~0.93 (seed 0). A broken model, loss or data pipeline stays near 0.10.

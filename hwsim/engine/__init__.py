@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hwsim.devices import DevicePreset
+from hwsim.analog.presets import DevicePreset
 from hwsim.engine.aihwkit_engine import AihwkitCppEngine, AihwkitEngine
-from hwsim.engine.base import Engine, derive_seed
+from hwsim.engine.base import Engine
 from hwsim.engine.fast import FastEngine
 from hwsim.errors import ConfigError
 
@@ -27,4 +27,14 @@ def create_engine(name: str, digital: nn.Module, preset: DevicePreset,
     return ENGINES[name](digital, preset, device)
 
 
-__all__ = ["DEFAULT_ENGINE", "ENGINES", "Engine", "create_engine", "derive_seed"]
+def software_versions() -> dict[str, str]:
+    """The versions that determine a result: hwsim, aihwkit and torch."""
+    import aihwkit
+
+    from hwsim import __version__
+
+    return {"hwsim": __version__, "aihwkit": aihwkit.__version__, "torch": torch.__version__}
+
+
+__all__ = ["DEFAULT_ENGINE", "ENGINES", "Engine", "create_engine",
+           "software_versions"]

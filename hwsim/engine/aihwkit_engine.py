@@ -14,10 +14,11 @@ import warnings
 import torch
 from torch import nn
 
-from hwsim.devices import DevicePreset, to_rpu_config
+from hwsim.analog.noise import apply_weight_noise
+from hwsim.analog.presets import DevicePreset
 from hwsim.engine.base import Engine
+from hwsim.engine.rpu import to_rpu_config
 from hwsim.errors import SimulationError
-from hwsim.noise import apply_weight_noise
 
 
 class AihwkitEngine(Engine):

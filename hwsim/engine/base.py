@@ -8,22 +8,10 @@ weight noise drawn from the seed), then for each inference time :meth:`Engine.dr
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 from torch import nn
 
-from hwsim.devices import DevicePreset
-
-
-def derive_seed(base: int, *parts) -> int:
-    """A 63-bit seed from ``base`` and labels (repeat index, time...), stable across runs.
-
-    Each (repeat, time) draws from its own seed, so a cell's value does not depend on which
-    other cells were computed, or in which order: what makes resumed studies exact.
-    """
-    text = "/".join(str(p) for p in (base, *parts))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+from hwsim.analog.presets import DevicePreset
 
 
 class Engine:

@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwsim.devices import DevicePreset, ForwardSpec
+from hwsim.analog.presets import DevicePreset, ForwardSpec
 from hwsim.engine import kernels
 from hwsim.engine.aihwkit_engine import AihwkitEngine
 from hwsim.engine.tiles import LayerState, TileState, read_layers

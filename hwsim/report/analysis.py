@@ -27,8 +27,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from hwsim.devices import format_time
 from hwsim.stats import LEARNED_FACTOR, Stat, learned_threshold, summarize, welch_ci
+from hwsim.util.timefmt import format_time
 
 # Variant labels by the cells' BN mode, in reading order.
 VARIANT_LABELS = {"none": "no BN", "keep": "BN kept", "fold": "BN folded",

@@ -12,7 +12,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hwsim.devices import format_time
 from hwsim.report.analysis import (
     BN_BETTER,
     BN_KEPT,
@@ -42,6 +41,7 @@ from hwsim.report.analysis import (
 from hwsim.report.context import mapping_text
 from hwsim.report.figures import FigureSpec
 from hwsim.stats import Stat
+from hwsim.util.timefmt import format_time
 
 
 @dataclass(frozen=True)

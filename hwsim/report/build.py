@@ -40,7 +40,7 @@ from hwsim.report.figures import (
     time_figures,
 )
 from hwsim.stats import LEARNED_FACTOR
-from hwsim.store import Store
+from hwsim.study.store import Store
 
 
 @dataclass

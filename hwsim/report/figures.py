@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from hwsim.devices import format_time
 from hwsim.report.analysis import (
     BN_FOLDED,
     BN_KEPT,
@@ -36,6 +35,7 @@ from hwsim.report.analysis import (
     variant_order,
 )
 from hwsim.stats import Stat
+from hwsim.util.timefmt import format_time
 
 
 @dataclass(frozen=True)

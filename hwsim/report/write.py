@@ -11,7 +11,7 @@ from hwsim.report.build import build_report
 from hwsim.report.figures import render_png
 from hwsim.report.layout import report_document
 from hwsim.report.render import render_html, render_markdown
-from hwsim.store import Store
+from hwsim.study.store import Store
 
 FORMATS = ("html", "md")
 
@@ -32,13 +32,13 @@ def _check_formats(formats: str | Sequence[str]) -> list[str]:
 
 
 def _write_text(path: Path, text: str) -> None:
-    from hwsim.runtime import atomic_write
+    from hwsim.util.runtime import atomic_write
 
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    from hwsim.runtime import atomic_write
+    from hwsim.util.runtime import atomic_write
 
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 

@@ -13,8 +13,8 @@ layer lives on an analog tile:
   (2022): additive ``w + eta * std(W) * N(0,1)`` or multiplicative ``w * (1 + eta * N(0,1))``
   per conv/linear layer, drawn once per Monte-Carlo repeat.
 
-This is the only module that turns a preset into aihwkit's configuration objects
-(:func:`to_rpu_config`).
+This module knows nothing of aihwkit: :mod:`hwsim.engine.rpu` alone turns a preset into
+aihwkit's configuration objects.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any, Literal
 from hwsim.config import build, load, to_plain
 from hwsim.errors import ConfigError, SimulationError
 from hwsim.resources import shipped_dir
+from hwsim.util.timefmt import format_time
 
 NoiseModelType = Literal["none", "pcm", "reram-cmo", "reram-wan2022"]
 
@@ -236,121 +237,3 @@ def load_preset(name_or_path: str | Path) -> DevicePreset:
 def preset_from_dict(data: dict, where: str) -> DevicePreset:
     """Rebuild a preset stored as plain data (e.g. in an analog checkpoint)."""
     return build(DevicePreset, data, where)
-
-
-# ------------------------------------------------------------------ times
-
-
-_UNITS = {"s": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
-          "y": 365.0 * 86400.0}
-
-
-def parse_time(text: str) -> float:
-    """``"1d"`` -> 86400.0. Units: s, m/min, h, d, w, y (365 d); a bare number is seconds.
-
-    Raises:
-        ConfigError: garbage, zero or negative.
-    """
-    raw = str(text).strip().lower()
-    unit = next((u for u in sorted(_UNITS, key=len, reverse=True) if raw.endswith(u)), None)
-    number = raw[: -len(unit)] if unit else raw
-    try:
-        value = float(number) * (_UNITS[unit] if unit else 1.0)
-    except ValueError:
-        raise ConfigError(
-            f"bad inference time {text!r}; use a positive number of seconds or a number with "
-            "a unit s, m, h, d, w, y (e.g. 1s,1h,1d,1y)"
-        ) from None
-    if not value > 0 or value == float("inf"):
-        raise ConfigError(f"bad inference time {text!r}: it must be positive and finite")
-    return value
-
-
-def parse_times(text: str, option: str = "--t-inference") -> list[float]:
-    """``"1s,1h,1d"`` -> sorted seconds.
-
-    Raises:
-        ConfigError: naming ``option`` and the entry: an empty entry (``1d,,1y``), a bad
-            time, or a time given twice (``1d,86400``).
-    """
-    parts = [p.strip() for p in str(text).split(",")]
-    if not any(parts):
-        raise ConfigError(f"{option}: no inference time given; e.g. {option} 1s,1h,1d,1y")
-    seen: dict[float, str] = {}
-    for i, part in enumerate(parts, 1):
-        if not part:
-            raise ConfigError(f"{option} {text}: entry {i} is empty; separate the times by "
-                              "single commas, e.g. 1s,1h,1d,1y")
-        try:
-            seconds = parse_time(part)
-        except ConfigError as e:
-            raise ConfigError(f"{option}: {e}") from None
-        if seconds in seen:
-            same = "" if part == seen[seconds] else f" ({part} = {seen[seconds]})"
-            raise ConfigError(f"{option} {text}: {part!r} is given twice{same}")
-        seen[seconds] = part
-    return sorted(seen)
-
-
-def format_time(seconds: float | None) -> str:
-    """86400 -> ``"1d"``; the largest unit that divides evenly, else seconds."""
-    if seconds is None:
-        return "-"
-    for unit in ("y", "w", "d", "h", "min", "s"):
-        n = seconds / _UNITS[unit]
-        if n >= 1 and abs(n - round(n)) < 1e-9:
-            return f"{int(round(n))}{unit}"
-    return f"{seconds:g}s"
-
-
-# ------------------------------------------------------------------ aihwkit
-
-
-def to_rpu_config(preset: DevicePreset, tile: Literal["torch", "cpp"] = "torch"):
-    """The aihwkit ``(Torch)InferenceRPUConfig`` for ``preset``.
-
-    ``torch`` tiles draw every random number from torch's seedable RNG (reproducible runs);
-    ``cpp`` tiles are aihwkit's C++ tiles, whose forward noise is seeded from the clock.
-    """
-    from aihwkit.inference import GlobalDriftCompensation
-    from aihwkit.simulator.configs import InferenceRPUConfig, TorchInferenceRPUConfig
-    from aihwkit.simulator.parameters.enums import BoundManagementType, NoiseManagementType
-
-    cfg = TorchInferenceRPUConfig() if tile == "torch" else InferenceRPUConfig()
-    # hwsim's field names are aihwkit's; the two management types map onto its enums
-    for f in dataclasses.fields(ForwardSpec):
-        if f.name not in ("noise_management", "bound_management"):
-            setattr(cfg.forward, f.name, getattr(preset.forward, f.name))
-    cfg.forward.noise_management = {
-        "abs_max": NoiseManagementType.ABS_MAX, "max": NoiseManagementType.MAX,
-        "none": NoiseManagementType.NONE}[preset.forward.noise_management]
-    cfg.forward.bound_management = {
-        "iterative": BoundManagementType.ITERATIVE,
-        "none": BoundManagementType.NONE}[preset.forward.bound_management]
-    for f in dataclasses.fields(MappingSpec):
-        setattr(cfg.mapping, f.name, getattr(preset.mapping, f.name))
-    model = make_noise_model(preset.noise_model)
-    if model is not None:
-        cfg.noise_model = model
-    cfg.drift_compensation = GlobalDriftCompensation() if preset.drift_compensation == "global" \
-        else None
-    return cfg
-
-
-def make_noise_model(spec: NoiseModelSpec):
-    """aihwkit noise model object for ``spec`` (None for ``type: none``)."""
-    from aihwkit.inference import PCMLikeNoiseModel, ReRamCMONoiseModel, ReRamWan2022NoiseModel
-
-    kw = {} if spec.g_max is None else {"g_max": spec.g_max}
-    if spec.type == "pcm":
-        return PCMLikeNoiseModel(prog_noise_scale=spec.prog_noise_scale,
-                                 read_noise_scale=spec.read_noise_scale,
-                                 drift_scale=spec.drift_scale, **kw)
-    if spec.type == "reram-cmo":
-        return ReRamCMONoiseModel(prog_noise_scale=spec.prog_noise_scale,
-                                  read_noise_scale=spec.read_noise_scale,
-                                  drift_scale=spec.drift_scale,
-                                  acceptance_range=spec.acceptance_range, **kw)
-    if spec.type == "reram-wan2022":
-        return ReRamWan2022NoiseModel(noise_scale=spec.prog_noise_scale, **kw)
-    return None

@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from hwsim.devices import WeightNoiseSpec
+from hwsim.analog.presets import WeightNoiseSpec
 
 ANALOG_LAYERS = (nn.Conv2d, nn.Linear)
 

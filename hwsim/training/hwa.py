@@ -25,9 +25,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from hwsim.analog.noise import ANALOG_LAYERS
 from hwsim.checkpoint import Checkpoint, load_checkpoint
 from hwsim.errors import CheckpointError, ConfigError
-from hwsim.noise import ANALOG_LAYERS
 
 
 def analog_weights(model: nn.Module) -> dict[str, nn.Parameter]:

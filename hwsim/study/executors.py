@@ -21,7 +21,7 @@ from typing import Any
 
 from hwsim.checkpoint import Checkpoint
 from hwsim.errors import ConfigError, DatasetError, HwsimError
-from hwsim.units import (
+from hwsim.study.units import (
     InferOutcome,
     InferUnit,
     TrainOutcome,

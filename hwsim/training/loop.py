@@ -4,70 +4,28 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from hwsim import hwa, stats
+from hwsim import stats
 from hwsim.checkpoint import Checkpoint, from_model
 from hwsim.data import Dataset, iterate_batches
-from hwsim.engine.base import derive_seed
 from hwsim.errors import HwsimError
-from hwsim.evaluate import evaluate
+from hwsim.inference.evaluate import evaluate
 from hwsim.models import check_arch, create_model
-from hwsim.runtime import resolve_device, seed_everything, sha256_file
+from hwsim.training import hwa
+from hwsim.training.config import TrainConfig
+from hwsim.util.runtime import resolve_compute_device, seed_everything, sha256_file
+from hwsim.util.seeds import derive_seed
 
 
 class TrainingError(HwsimError):
     """Training diverged."""
 
     exit_code = 1
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines a trained checkpoint (with the data and the machine).
-
-    ``grad_clip`` caps the global gradient norm at every step (None: no cap). Without BN,
-    deep ResNets and VGGs hit rare huge-gradient steps early on that kill their ReLUs or turn
-    the loss NaN (measured: ResNet-56 without BN diverges at lr 0.1 without it); with the cap
-    they train with the same learning rate as the BN models.
-    ``train_subset`` trains on the first N training examples only (None: all of them).
-    ``hwa_noise``, ``hwa_clip``: hardware-aware training (:mod:`hwsim.hwa`): weight noise of
-    std ``hwa_noise * max|W|`` per conv/linear layer on every training forward, and clipping
-    of each layer's weights to ``+-hwa_clip * std(W)`` after every step (0 / None: off).
-    ``init``: a digital checkpoint to fine-tune from instead of a random initialisation.
-    """
-
-    arch: str
-    bn: bool
-    dataset: str
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_frac: float = 0.05
-    grad_clip: float | None = 2.0
-    seed: int = 0
-    train_subset: int | None = None
-    hwa_noise: float = 0.0
-    hwa_clip: float | None = None
-    init: str | None = None
-
-    def to_dict(self) -> dict:
-        """The settings; HWA and fine-tuning keys only when used, so that a plain run's dict
-        (in its checkpoint, and hashed by studies) is what it was before they existed."""
-        d = asdict(self)
-        for key, off in _OPTIONAL_OFF.items():
-            if d[key] == off:
-                del d[key]
-        return d
-
-
-_OPTIONAL_OFF = {"hwa_noise": 0.0, "hwa_clip": None, "init": None}
 
 
 @dataclass
@@ -125,7 +83,7 @@ def train(
     hwa.check_hwa(config.hwa_noise, config.hwa_clip)
     init = None if config.init is None else hwa.load_init(config.init, config.arch, config.bn,
                                                           data.name)
-    dev = resolve_device(device)
+    dev = resolve_compute_device(device)
     seed_everything(config.seed)
     model = create_model(config.arch, bn=config.bn, num_classes=data.num_classes,
                          in_channels=data.in_channels, input_size=data.input_size)

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hwsim.bn import check_bn_mode, fold_bn
+from hwsim.analog.bn import check_bn_mode, fold_bn
+from hwsim.analog.presets import DevicePreset
 from hwsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from hwsim.devices import DevicePreset
 from hwsim.errors import CheckpointError, ConfigError
-from hwsim.runtime import sha256_file
+from hwsim.util.runtime import sha256_file
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Conversion:
     note: str  # e.g. that --bn had no effect on a BN-free model
 
 
-def convert(ckpt: Checkpoint, preset: DevicePreset, bn_mode: str = "keep",
+def to_analog(ckpt: Checkpoint, preset: DevicePreset, bn_mode: str = "keep",
             source_sha256: str | None = None) -> Conversion:
     """An analog checkpoint of digital checkpoint ``ckpt`` for ``preset``.
 
@@ -67,6 +67,6 @@ def convert_file(model_path: str | Path, preset: DevicePreset, bn_mode: str, out
                  *, arch: str | None = None, dataset: str | None = None) -> Conversion:
     """Read a digital checkpoint, convert it and write the analog checkpoint to ``out``."""
     ckpt = load_checkpoint(model_path, arch=arch, dataset=dataset)
-    conv = convert(ckpt, preset, bn_mode, sha256_file(model_path))
+    conv = to_analog(ckpt, preset, bn_mode, sha256_file(model_path))
     save_checkpoint(conv.checkpoint, out)
     return conv

@@ -19,18 +19,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+import torch
+
+from hwsim.analog.recalibrate import DEFAULT_CALIB_SIZE
 from hwsim.checkpoint import Checkpoint, checkpoint_from_bytes, checkpoint_to_bytes
-from hwsim.recalibrate import DEFAULT_CALIB_SIZE
-
-if TYPE_CHECKING:
-    import torch
-
-    from hwsim.data import Dataset
-    from hwsim.engine import Engine
-    from hwsim.store import CellKey
-    from hwsim.study import InferJob, ModelJob
+from hwsim.data import Dataset, load_dataset
+from hwsim.engine import Engine
+from hwsim.inference.chip import Recalibration, build_chip
+from hwsim.inference.evaluate import evaluate
+from hwsim.inference.montecarlo import run_repeat
+from hwsim.models import count_bn_layers
+from hwsim.study.plan import InferJob, ModelJob
+from hwsim.study.store import CellKey
+from hwsim.training import train
+from hwsim.util.runtime import resolve_compute_device
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,6 @@ class UnitCache:
     calibration: torch.Tensor | None = None  # BN mode recal: the job's calibration images
 
     def dataset(self, name: str, data_dir: str | None) -> Dataset:
-        from hwsim.data import load_dataset
 
         if (name, data_dir) not in self.datasets:
             self.datasets[name, data_dir] = load_dataset(name, data_dir)
@@ -145,10 +147,6 @@ def run_train_unit(unit: TrainUnit, settings: UnitSettings, cache: UnitCache, *,
     Raises:
         DatasetError, TrainingError, CheckpointError.
     """
-    from hwsim.evaluate import evaluate
-    from hwsim.models import count_bn_layers
-    from hwsim.runtime import resolve_device
-    from hwsim.train import train
 
     job = unit.job
     data = cache.dataset(job.key.dataset, settings.data_dir)
@@ -159,7 +157,7 @@ def run_train_unit(unit: TrainUnit, settings: UnitSettings, cache: UnitCache, *,
     else:
         ckpt, seconds, blob = checkpoint_from_bytes(unit.checkpoint, job.checkpoint_name), \
             None, None  # evaluate only
-    dev = resolve_device(settings.device)
+    dev = resolve_compute_device(settings.device)
     model = ckpt.build_model().to(dev)
     x, y = data.test_subset(job.test_subset)
     accuracy = evaluate(model, x, y, ckpt.normalization, device=dev)
@@ -176,7 +174,6 @@ def run_infer_unit(unit: InferUnit, checkpoint: Checkpoint | Callable[[], Checkp
     Raises:
         DatasetError, CheckpointError, SimulationError.
     """
-    from hwsim.infer import Recalibration, run_repeat
 
     job = unit.job
     data = cache.dataset(unit.dataset, settings.data_dir)
@@ -192,25 +189,17 @@ def run_infer_unit(unit: InferUnit, checkpoint: Checkpoint | Callable[[], Checkp
 
 def _engine(unit: InferUnit, checkpoint, settings: UnitSettings, cache: UnitCache,
             data: Dataset) -> Engine:
-    from hwsim.convert import convert
-    from hwsim.engine import create_engine
-    from hwsim.infer import InferSettings, analog_preset, check_dataset, recalibration_for
-    from hwsim.runtime import resolve_device
-
     job = unit.job
     key = (job.model.checkpoint_name, job.bn_mode, job.calib_size, job.preset_hash, job.eta,
            settings.engine, settings.device)
     if cache.engine_key != key:
         cache.engine = cache.engine_key = cache.calibration = None  # free the old chip first
         ckpt = checkpoint() if callable(checkpoint) else checkpoint
-        analog = convert(ckpt, job.preset, "keep" if job.bn_mode == "none" else job.bn_mode)
-        check_dataset(analog.checkpoint, data.name)
-        recal = recalibration_for(analog.checkpoint, data, InferSettings(
-            times=(), seed=job.model.key.seed, calib_size=job.calib_size or DEFAULT_CALIB_SIZE))
-        dev = resolve_device(settings.device)
-        digital = analog.checkpoint.build_model().to(dev)
-        cache.engine = create_engine(settings.engine, digital, analog_preset(analog.checkpoint),
-                                     dev)
-        cache.calibration = recal.images if recal else None
+        chip = build_chip(ckpt, data, preset=job.preset, bn_mode=job.bn_mode,
+                          engine=settings.engine, compute_device=settings.device,
+                          calib_size=job.calib_size or DEFAULT_CALIB_SIZE,
+                          seed=job.model.key.seed)
+        cache.engine = chip.engine
+        cache.calibration = chip.recalibration.images if chip.recalibration else None
         cache.engine_key = key
     return cache.engine

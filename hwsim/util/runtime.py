@@ -14,13 +14,14 @@ import torch
 
 from hwsim.errors import ConfigError
 
-DEVICES = ("auto", "cpu", "cuda")
+COMPUTE_DEVICES = ("auto", "cpu", "cuda")
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_compute_device(name: str = "auto") -> torch.device:
     """``auto`` -> CUDA when present, else CPU. Asking for CUDA without one is a ConfigError."""
-    if name not in DEVICES:
-        raise ConfigError(f"unknown compute device {name!r}; choose one of: {', '.join(DEVICES)}")
+    if name not in COMPUTE_DEVICES:
+        raise ConfigError(f"unknown compute device {name!r}; choose one of: "
+                          f"{', '.join(COMPUTE_DEVICES)}")
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--compute-device cuda: no CUDA device is available on this machine")
     if name == "auto":

@@ -1,0 +1,97 @@
+"""One simulated chip from (checkpoint, preset, BN mode): the analog checkpoint, the engine
+that programs and drifts it, and its BN calibration images. The CLI's ``infer`` and a study's
+inference units build their chips here, and only here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from hwsim.analog.presets import DevicePreset, preset_from_dict
+from hwsim.analog.recalibrate import DEFAULT_CALIB_SIZE, calibration_sample
+from hwsim.checkpoint import Checkpoint
+from hwsim.data import Dataset, dataset_info
+from hwsim.engine import DEFAULT_ENGINE, Engine, create_engine
+from hwsim.errors import CheckpointError
+from hwsim.inference.analog import to_analog
+from hwsim.util.runtime import resolve_compute_device
+from hwsim.util.seeds import derive_seed
+
+
+@dataclass
+class Recalibration:
+    """BN mode ``recal``: the calibration images (a fixed sample of training images, the same
+    for every chip and time) and the seconds each recalibration took."""
+
+    images: torch.Tensor
+    seconds: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Chip:
+    checkpoint: Checkpoint  # the analog checkpoint
+    preset: DevicePreset
+    engine: Engine
+    recalibration: Recalibration | None  # BN mode recal only
+    note: str = ""  # e.g. that fold had nothing to fold
+
+
+def build_chip(ckpt: Checkpoint, data: Dataset, *, preset: DevicePreset | None = None,
+               bn_mode: str | None = None, engine: str = DEFAULT_ENGINE,
+               compute_device: str = "auto", calib_size: int = DEFAULT_CALIB_SIZE,
+               seed: int = 0) -> Chip:
+    """The chip of ``ckpt`` for evaluation on ``data``.
+
+    ``ckpt`` is analog (``preset`` and ``bn_mode`` must then be None), or digital with a
+    ``preset`` to convert it for (``bn_mode`` keep, fold or recal; default keep; a model
+    without BN is recorded as ``none``). The engine is ready for its first
+    :meth:`~hwsim.engine.Engine.program`; BN mode recal draws its calibration images from
+    ``seed``.
+
+    Raises:
+        CheckpointError: a digital checkpoint without a preset, an analog one with one, or a
+            checkpoint that does not fit ``data``.
+        ConfigError: a bad preset, BN mode, engine or calibration size.
+    """
+    note = ""
+    if ckpt.kind == "analog":
+        if preset is not None or bn_mode is not None:
+            raise CheckpointError(
+                f"the checkpoint is already converted (preset {ckpt.preset['name']!r}, BN "
+                f"{ckpt.bn_mode}): give no preset or BN mode, or the digital checkpoint")
+    else:
+        if preset is None:
+            raise CheckpointError("a digital checkpoint: name a device preset to convert it for")
+        conv = to_analog(ckpt, preset, "keep" if bn_mode in (None, "none") else bn_mode)
+        ckpt, note = conv.checkpoint, conv.note
+    check_dataset(ckpt, data.name)
+    analog_preset = analog_preset_of(ckpt)
+    recal = None
+    if ckpt.bn_mode == "recal":
+        recal = Recalibration(calibration_sample(data, calib_size,
+                                                 derive_seed(seed, "calibration-sample")))
+    dev = resolve_compute_device(compute_device)
+    digital = ckpt.build_model().to(dev)
+    return Chip(ckpt, analog_preset, create_engine(engine, digital, analog_preset, dev), recal,
+                note)
+
+
+def analog_preset_of(ckpt: Checkpoint) -> DevicePreset:
+    """The preset stored in an analog checkpoint."""
+    if ckpt.kind != "analog" or ckpt.preset is None:
+        raise CheckpointError("not an analog checkpoint: name a device preset (and BN mode) "
+                              "to convert it")
+    return preset_from_dict(ckpt.preset, "analog checkpoint preset")
+
+
+def check_dataset(ckpt: Checkpoint, dataset: str) -> None:
+    """CheckpointError unless ``ckpt`` was trained on ``dataset`` (checked before loading it)."""
+    if ckpt.dataset != dataset:
+        info = dataset_info(dataset)
+        raise CheckpointError(
+            f"the checkpoint was trained on {ckpt.dataset} "
+            f"({ckpt.num_classes} classes, {ckpt.in_channels}x{ckpt.input_size}x{ckpt.input_size})"
+            f" but the dataset is {dataset} ({info.num_classes} classes, {info.in_channels}x"
+            f"{info.input_size}x{info.input_size})"
+        )

@@ -1,0 +1,163 @@
+"""Monte-Carlo analog inference: program, drift to each time, evaluate; repeat.
+
+Each repeat programs one new chip (a fresh device instance drawn from its own seed), then
+drifts that same chip to each inference time in increasing order, with drift compensation,
+and evaluates the test split. With BN mode ``recal`` every (repeat, time) first re-estimates
+the BN statistics on that chip from a fixed sample of training images
+(:mod:`hwsim.recalibrate`), with random draws from its own seed. Results are plain records;
+:mod:`hwsim.inference.results` summarises them.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm import tqdm
+
+from hwsim import stats
+from hwsim.analog.presets import DevicePreset
+from hwsim.analog.recalibrate import DEFAULT_CALIB_SIZE, recalibrate_bn
+from hwsim.checkpoint import Checkpoint
+from hwsim.data import Dataset
+from hwsim.engine import DEFAULT_ENGINE, Engine, software_versions
+from hwsim.errors import ConfigError
+from hwsim.inference.chip import Recalibration, build_chip
+from hwsim.inference.evaluate import evaluate
+from hwsim.inference.results import InferResult, Record, summarize_records
+from hwsim.util.seeds import derive_seed
+from hwsim.util.timefmt import format_time
+
+
+@dataclass(frozen=True)
+class InferSettings:
+    times: tuple[float, ...]  # seconds; ignored by presets without drift
+    repeats: int = 10
+    seed: int = 0
+    test_subset: int | None = None  # evaluate on the first N test images (None: all)
+    engine: str = DEFAULT_ENGINE
+    batch_size: int = 500
+    calib_size: int | None = None  # BN recalibration images (BN mode recal only; None: the default)
+
+    def __post_init__(self):
+        if self.repeats < 1:
+            raise ConfigError(f"--repeats must be >= 1, got {self.repeats}")
+        if self.calib_size is not None and self.calib_size < 1:
+            raise ConfigError(f"--calib-size must be >= 1, got {self.calib_size}")
+        if self.test_subset is not None and self.test_subset < 1:
+            raise ConfigError(f"--test-subset must be >= 1, got {self.test_subset}")
+
+
+def run_inference(
+    ckpt: Checkpoint,
+    data: Dataset,
+    settings: InferSettings,
+    *,
+    preset: DevicePreset | None = None,
+    bn_mode: str | None = None,
+    compute_device: str = "auto",
+    progress: bool = True,
+    on_repeat: Callable[[list[Record]], None] | None = None,
+    on_eval: Callable[[Record], None] | None = None,
+    skip: Callable[[int, float | None], bool] | None = None,
+) -> InferResult:
+    """Monte-Carlo inference of ``ckpt`` on ``data``'s test split: an analog checkpoint, or a
+    digital one with the ``preset`` (and ``bn_mode``) to convert it for on the fly.
+
+    Args:
+        on_repeat: called with a repeat's records as soon as that repeat is done.
+        on_eval: called with each record as soon as it is measured (progress display).
+        skip: ``skip(repeat, t)`` -> True leaves that cell out (already computed elsewhere).
+
+    Raises:
+        CheckpointError: ``ckpt`` is not analog or does not fit ``data``.
+        SimulationError: the preset's noise model is undefined at a requested time.
+    """
+    chip = build_chip(ckpt, data, preset=preset, bn_mode=bn_mode, engine=settings.engine,
+                      compute_device=compute_device,
+                      calib_size=settings.calib_size or DEFAULT_CALIB_SIZE, seed=settings.seed)
+    ckpt = chip.checkpoint
+    preset, engine, recal = chip.preset, chip.engine, chip.recalibration
+    times: list[float | None] = sorted(settings.times) if preset.time_dependent else [None]
+    if preset.time_dependent:
+        preset.check_times(list(times))
+    dev = engine.device
+    x, y = data.test_subset(settings.test_subset)
+    start = time.perf_counter()
+    digital_acc = evaluate(engine.digital, x, y, ckpt.normalization,
+                           batch_size=settings.batch_size, device=dev)
+    todo = [(r, [t for t in times if not (skip and skip(r, t))]) for r in range(settings.repeats)]
+    todo = [(r, ts) for r, ts in todo if ts]
+    records: list[Record] = []
+    bar = tqdm(total=sum(len(ts) for _, ts in todo), disable=not progress, unit="eval",
+               desc=f"infer {ckpt.arch} {preset.name}", dynamic_ncols=True)
+
+    def show(record: Record) -> None:
+        if on_eval:
+            on_eval(record)
+        bar.update(1)
+        bar.set_postfix(repeat=record.repeat, t=format_time(record.t_inference),
+                        acc=f"{record.accuracy:.4f}")
+
+    for r, ts in todo:
+        done = run_repeat(engine, r, ts, x, y, ckpt.normalization, seed=settings.seed,
+                          batch_size=settings.batch_size, recal=recal, on_eval=show)
+        records += done
+        if on_repeat:
+            on_repeat(done)
+    bar.close()
+    seconds = time.perf_counter() - start
+    meta = run_metadata(ckpt, preset, settings, data, len(y), str(dev))
+    if recal:
+        meta["calibration"] = {
+            "images": len(recal.images), "split": "train",
+            "sample": "seeded draw without replacement, no augmentation",
+            "seconds_each": stats.summarize(recal.seconds).mean if recal.seconds else None}
+    return InferResult(meta, digital_acc, records, summarize_records(records, digital_acc),
+                       seconds, recal.seconds if recal else [], note=chip.note)
+
+
+def run_repeat(engine: Engine, repeat: int, times: list[float | None], x: torch.Tensor,
+               y: torch.Tensor, normalization: dict, *, seed: int, batch_size: int = 500,
+               recal: Recalibration | None = None,
+               on_eval: Callable[[Record], None] | None = None) -> list[Record]:
+    """One Monte-Carlo repeat: program chip ``repeat``, drift it to each of ``times`` in
+    increasing order (``None``: a preset without drift, evaluated once), recalibrate its BN
+    statistics there when ``recal`` is given, and evaluate.
+
+    Every draw comes from ``derive_seed(seed, ...)`` of this repeat and time, so the records
+    do not depend on what the engine computed before.
+    """
+    engine.program(derive_seed(seed, "program", repeat))
+    done = []
+    for t in times:
+        if t is not None:
+            engine.drift(t, derive_seed(seed, "drift", repeat, t))
+        if recal is not None:
+            recal.seconds.append(recalibrate_bn(
+                engine.model, recal.images, normalization, batch_size=batch_size,
+                device=engine.device, seed=derive_seed(seed, "recal", repeat, t)))
+        acc = evaluate(engine.model, x, y, normalization, batch_size=batch_size,
+                       device=engine.device)
+        done.append(Record(t, repeat, acc))
+        if on_eval:
+            on_eval(done[-1])
+    return done
+
+
+def run_metadata(ckpt: Checkpoint, preset: DevicePreset, settings: InferSettings, data: Dataset,
+                 n_test: int, device: str) -> dict:
+    """Everything needed to reproduce a run."""
+    return {
+        "arch": ckpt.arch, "bn": ckpt.bn, "bn_mode": ckpt.bn_mode, "dataset": ckpt.dataset,
+        "preset": preset.to_dict(), "source_sha256": ckpt.source_sha256,
+        "train_config": ckpt.train_config, "settings": asdict(settings),
+        "n_test": n_test, "test_split": f"first {n_test} of {len(data.test_y)} test images",
+        "data_source": data.source, "compute_device": device,
+        "versions": software_versions() | {"python": platform.python_version()},
+    }
+
+

@@ -1,0 +1,102 @@
+"""A study's plan: every model to train (:class:`ModelJob`) and every inference job
+(:class:`InferJob`: one model, BN mode, preset and eta, over its times and repeats)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+
+from hwsim.analog.presets import DevicePreset
+from hwsim.study.spec import Study, study_presets
+from hwsim.study.store import CellKey, ModelKey
+from hwsim.training.config import TrainConfig
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ModelJob:
+    key: ModelKey
+    train: TrainConfig
+    test_subset: int | None
+
+    @functools.cached_property  # asked for by every cell: hash once
+    def model_hash(self) -> str:
+        return _hash({"train": self.train.to_dict(), "test_subset": self.test_subset})
+
+    @property
+    def checkpoint_name(self) -> str:
+        hwa = f"-hwa{self.key.hwa:g}" if self.key.hwa else ""
+        return (f"{self.key.arch}-{self.key.bn}-{self.key.dataset}-s{self.key.seed}{hwa}-"
+                f"{self.model_hash}.pt")
+
+
+@dataclass(frozen=True)
+class InferJob:
+    model: ModelJob
+    bn_mode: str  # keep | fold | recal | none
+    preset: DevicePreset  # with the job's eta applied
+    preset_name: str  # as named in the study
+    preset_hash: str
+    eta: float | None
+    times: tuple[float | None, ...]
+    repeats: int
+    calib_size: int | None = None  # BN recalibration images (bn_mode recal only)
+
+    def cell(self, repeat: int, t: float | None) -> CellKey:
+        return self.model.key.cell(bn_mode=self.bn_mode, preset=self.preset_name, eta=self.eta,
+                                   t=t, repeat=repeat, model_hash=self.model.model_hash,
+                                   preset_hash=self.preset_hash, calib_size=self.calib_size)
+
+    def cells(self) -> list[CellKey]:
+        return [self.cell(r, t) for r in range(self.repeats) for t in self.times]
+
+
+@dataclass
+class Plan:
+    study: Study
+    models: list[ModelJob]
+    infers: list[InferJob]
+    presets: dict[str, DevicePreset]
+    preset_hashes: dict[str, str]
+
+
+def plan_study(study: Study, engine: str | None = None) -> Plan:
+    """Every model to train and every inference job of ``study`` (engine may be overridden)."""
+    engine = engine or study.engine
+    presets = study_presets(study)
+    preset_hashes = {n: _hash({"preset": {k: v for k, v in p.to_dict().items() if k != "path"},
+                               "engine": engine}) for n, p in presets.items()}
+    models, infers = [], []
+    for plan in study.datasets:
+        for arch in study.architectures_of(plan):
+            for bn, hwa, seed in itertools.product(study.bn, study.hwa, study.seeds):
+                # hwa 0: no HWA keys in the config, so hash and names are a plain study's
+                train = TrainConfig(arch=arch, bn=bn == "bn", dataset=plan.name,
+                                    epochs=plan.epochs, batch_size=plan.batch_size,
+                                    lr=plan.lr, grad_clip=plan.grad_clip,
+                                    weight_decay=plan.weight_decay, seed=seed,
+                                    train_subset=plan.train_subset, hwa_noise=float(hwa),
+                                    hwa_clip=study.hwa_clip if hwa else None)
+                job = ModelJob(ModelKey(plan.name, arch, bn, seed, float(hwa)), train,
+                               plan.test_subset)
+                models.append(job)
+                modes = list(study.bn_modes) if bn == "bn" else ["none"]
+                for mode in modes:
+                    calib = study.calib_size if mode == "recal" else None
+                    for name in study.presets:
+                        preset = presets[name]
+                        etas = list(study.etas) if preset.weight_noise else [None]
+                        times = tuple(study.time_seconds) if preset.time_dependent else (None,)
+                        for eta in etas:
+                            p = preset.with_eta(eta) if eta is not None else preset
+                            infers.append(InferJob(job, mode, p, name, preset_hashes[name],
+                                                   eta, times, study.repeats, calib))
+    return Plan(study, models, infers, presets, preset_hashes)
+
+

@@ -1,0 +1,237 @@
+"""Study files: a YAML grid of datasets x architectures x BN variants x training variants x
+presets x times/etas, validated into a :class:`Study` (every number checked before work).
+
+Remedies (issue 9): ``bn_modes`` may list ``recal`` (BN statistics re-estimated on every chip
+and time from ``calib_size`` training images), and ``hwa`` lists training variants: each
+level other than 0 trains every model once more, hardware-aware (weight noise of that level,
+``hwa_clip``), from scratch with the dataset's recipe. Level 0 is standard training, with the
+same model hashes, checkpoint names and cell ids as a study without the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from hwsim.analog.presets import DevicePreset, load_preset
+from hwsim.analog.recalibrate import DEFAULT_CALIB_SIZE
+from hwsim.config import build, read_yaml
+from hwsim.data import DATASETS, dataset_info
+from hwsim.engine import DEFAULT_ENGINE, ENGINES
+from hwsim.errors import ConfigError, HwsimError
+from hwsim.models import list_models
+from hwsim.resources import shipped_dir
+from hwsim.stats import LEARNED_FACTOR
+from hwsim.util.timefmt import format_time, parse_time
+
+
+@dataclass(frozen=True)
+class DatasetPlan:
+    """Training and evaluation settings for one dataset of a study."""
+
+    name: str
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    grad_clip: float | None = 2.0
+    weight_decay: float = 5e-4
+    train_subset: int | None = None  # first N training images (None: all)
+    test_subset: int | None = None  # evaluate on the first N test images (None: all)
+    architectures: list[str] | None = None  # this dataset's architectures (None: the study's)
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study file."""
+
+    name: str
+    architectures: list[str]
+    presets: list[str]
+    datasets: list[DatasetPlan]
+    description: str = ""
+    bn: list[Literal["bn", "no-bn"]] = ("bn", "no-bn")
+    bn_modes: list[Literal["keep", "fold", "recal"]] = ("keep", "fold")
+    # BN recalibration (bn mode recal): training images per recalibration
+    calib_size: int = DEFAULT_CALIB_SIZE
+    # training variants: hardware-aware training noise levels (0: standard training) and the
+    # weight clipping of the HWA models (+-hwa_clip x std of each layer; null: none)
+    hwa: list[float] = (0.0,)
+    hwa_clip: float | None = None
+    times: list[str] = ("1s", "1h", "1d", "1w", "1y")
+    etas: list[float] = ()
+    repeats: int = 5
+    seeds: list[int] = (0,)
+    engine: str = DEFAULT_ENGINE
+    data_dir: str | None = None
+    # a model learned when its digital accuracy is >= learned_factor x chance (hwsim.stats)
+    learned_factor: float = LEARNED_FACTOR
+    path: str = ""
+
+    @property
+    def time_seconds(self) -> list[float]:
+        return sorted({parse_time(t) for t in self.times})
+
+    def architectures_of(self, plan: DatasetPlan) -> list[str]:
+        """The architectures trained on one dataset: its own list, else the study's."""
+        return list(plan.architectures if plan.architectures is not None
+                    else self.architectures)
+
+
+# Every list of a study file; each must be non-empty when given, without repeated entries.
+_LIST_KEYS = ("datasets", "architectures", "bn", "bn_modes", "presets", "times", "etas", "seeds",
+              "hwa")
+SHIPPED_STUDIES = "experiments"  # folder of hwsim's package data with the shipped studies
+
+
+def shipped_studies() -> list[str]:
+    """Names of the studies shipped with hwsim (``experiments/*.yaml``)."""
+    return sorted(p.stem for p in shipped_dir(SHIPPED_STUDIES).glob("*.yaml"))
+
+
+def find_study(name_or_path: str | Path) -> Path:
+    """A study file: an existing path, else a shipped study by name (``quick``).
+
+    Raises:
+        ConfigError: neither a file nor a shipped study's name (lists the shipped ones).
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    text = str(name_or_path)
+    stem = text.removesuffix(".yaml").removesuffix(".yml")
+    shipped = shipped_dir(SHIPPED_STUDIES) / f"{stem}.yaml"
+    if "/" not in text and shipped.is_file():
+        return shipped
+    raise ConfigError(f"{text}: no such study file, nor a shipped study of that name; shipped: "
+                      f"{', '.join(shipped_studies())}")
+
+
+def load_study(name_or_path: str | Path) -> Study:
+    """Read and validate a study file (a path, or the name of a shipped study).
+
+    Raises:
+        ConfigError: naming the file, the key and the allowed values.
+    """
+    path = find_study(name_or_path)
+    raw = read_yaml(path)
+    study = dataclasses.replace(build(Study, raw, path), path=str(path))
+    where = str(path)
+
+    def bad(key: str, msg: str) -> ConfigError:
+        return ConfigError(f"{where}: {key}: {msg}")
+
+    def check_list(key: str, values, given: bool, same=lambda v: v, show=repr) -> None:
+        """Refuse an empty list that was written out, and any entry given twice."""
+        if given and not values:
+            raise bad(key, "an empty list; list at least one value (or leave the key out)")
+        seen: dict = {}
+        for i, v in enumerate(values):
+            k = same(v)
+            if k in seen:
+                j = seen[k]
+                twice = "" if show(v) == show(values[j]) else f" (the same as {show(values[j])})"
+                raise bad(f"{key}[{i}]", f"{show(v)} is listed twice{twice}: {key}[{j}] and "
+                                         f"{key}[{i}]")
+            seen[k] = i
+
+    for key in _LIST_KEYS:
+        values = getattr(study, key)
+        if key == "datasets":
+            check_list(key, values, key in raw, same=lambda p: p.name, show=lambda p: repr(p.name))
+        elif key == "times":
+            for i, t in enumerate(values):
+                try:
+                    parse_time(t)
+                except ConfigError as e:
+                    raise bad(f"times[{i}]", str(e)) from None
+            check_list(key, values, key in raw, same=parse_time,
+                       show=lambda t: f"{t!r}" if str(t) == format_time(parse_time(t))
+                       else f"{t!r} ({format_time(parse_time(t))})")
+        else:
+            check_list(key, values, key in raw)
+    for i, arch in enumerate(study.architectures):
+        if arch not in list_models():
+            raise bad(f"architectures[{i}]", f"unknown architecture {arch!r}; choose one of: "
+                                             f"{', '.join(list_models())}")
+    for i, plan in enumerate(study.datasets):
+        if plan.name not in DATASETS:
+            raise bad(f"datasets[{i}].name", f"unknown dataset {plan.name!r}; choose one of: "
+                                             f"{', '.join(DATASETS)}")
+        for key in ("epochs", "batch_size", "train_subset", "test_subset"):
+            value = getattr(plan, key)
+            if value is not None and value < 1:
+                raise bad(f"datasets[{i}].{key}", f"must be >= 1, got {value}")
+        if plan.architectures is not None:
+            key = f"datasets[{i}].architectures"
+            check_list(key, plan.architectures, True)
+            for j, arch in enumerate(plan.architectures):
+                if arch not in list_models():
+                    raise bad(f"{key}[{j}]", f"unknown architecture {arch!r}; choose one of: "
+                                             f"{', '.join(list_models())}")
+        classes = dataset_info(plan.name).num_classes
+        if not 1 < study.learned_factor < classes:
+            raise bad("learned_factor", f"must be above 1 (chance) and below the number of "
+                                        f"classes of {plan.name} ({classes}), got "
+                                        f"{study.learned_factor:g}")
+    if study.repeats < 1:
+        raise bad("repeats", f"must be >= 1, got {study.repeats}")
+    if study.engine not in ENGINES:
+        raise bad("engine", f"unknown engine {study.engine!r}; choose one of: {', '.join(ENGINES)}")
+    for i, eta in enumerate(study.etas):
+        if eta < 0:
+            raise bad(f"etas[{i}]", f"must be >= 0, got {eta}")
+    _check_remedies(study, raw, bad)
+    presets = study_presets(study)
+    for i, name in enumerate(study.presets):
+        preset = presets[name]
+        if preset.weight_noise is not None and not study.etas:
+            raise bad("etas", f"preset {name!r} has weight noise: list the noise levels (etas)")
+        try:
+            if preset.time_dependent:
+                preset.check_times(study.time_seconds)
+        except HwsimError as e:
+            raise bad(f"presets[{i}]", str(e)) from None
+    return study
+
+
+def _check_remedies(study: Study, raw: dict, bad) -> None:
+    """calib_size only with BN mode recal, and >= 1; hwa levels >= 0; hwa_clip > 0 and only
+    with an HWA level above 0."""
+    if "calib_size" in raw:
+        if "recal" not in study.bn_modes:
+            raise bad("calib_size", "set, but bn_modes does not list 'recal' (choose from "
+                                    "keep, fold, recal); add recal or leave calib_size out")
+        if study.calib_size < 1:
+            raise bad("calib_size", f"must be >= 1 (training images per recalibration), got "
+                                    f"{study.calib_size}")
+    if "recal" in study.bn_modes and "bn" not in study.bn:
+        raise bad("bn_modes", "'recal' needs models with BN, but bn lists only 'no-bn'")
+    for i, level in enumerate(study.hwa):
+        if level < 0:
+            raise bad(f"hwa[{i}]", f"must be >= 0 (training weight noise, x max|W|; 0: "
+                                   f"standard training), got {level:g}")
+    if study.hwa_clip is not None:
+        if study.hwa_clip <= 0:
+            raise bad("hwa_clip", f"must be > 0 (clip at +-hwa_clip x std(W)) or null, got "
+                                  f"{study.hwa_clip:g}")
+        if not any(study.hwa):
+            raise bad("hwa_clip", "set, but hwa lists no training noise above 0 (e.g. "
+                                  "hwa: [0, 0.06]); add a level or leave hwa_clip out")
+
+
+def study_presets(study: Study) -> dict[str, DevicePreset]:
+    """The study's presets by name; a path is taken relative to the study file's folder."""
+    out = {}
+    for i, name in enumerate(study.presets):
+        candidate = Path(study.path).parent / name
+        try:
+            preset = load_preset(candidate if name.endswith((".yaml", ".yml"))
+                                 and candidate.is_file() else name)
+        except ConfigError as e:
+            raise ConfigError(f"{study.path}: presets[{i}]: {e}") from None
+        out[name] = preset
+    return out
+
+
