@@ -19,6 +19,26 @@ import yaml
 from hwsim.errors import ConfigError
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key, first: int, line: int):
+        self.key, self.first, self.line = key, first, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, but a mapping that names a key twice is an error (PyYAML keeps the
+    last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(key, seen[key], line)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict:
     """Read a YAML mapping; ConfigError for a missing file, bad YAML or a non-mapping."""
     path = Path(path)
@@ -27,7 +47,10 @@ def read_yaml(path: str | Path) -> dict:
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}: line {e.line}: key {e.key!r} is given twice (at lines "
+                          f"{e.first} and {e.line}); keep one") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

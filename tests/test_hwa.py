@@ -153,9 +153,9 @@ def test_init_of_another_model_is_refused(digits, cnn_nobn_digits, tmp_path):
     with pytest.raises(CheckpointError, match="is cnn without BN on digits, but this run trains "
                                               "cnn with BN on digits"):
         train(dataclasses.replace(PLAIN, init=str(cnn_nobn_digits[0])), digits, progress=False)
-    with pytest.raises(ConfigError, match="--hwa-noise must be >= 0"):
+    with pytest.raises(ConfigError, match=r"hwa_noise: must be a finite number in \[0, 10\]"):
         train(dataclasses.replace(PLAIN, hwa_noise=-0.1), digits, progress=False)
-    with pytest.raises(ConfigError, match="--hwa-clip must be > 0"):
+    with pytest.raises(ConfigError, match=r"hwa_clip: must be a finite number in \(0, 1000\]"):
         train(dataclasses.replace(PLAIN, hwa_clip=0.0), digits, progress=False)
 
 

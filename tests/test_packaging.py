@@ -12,6 +12,7 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
+from import_graph import find_cycle, imports_of
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = {"device_configs": sorted(p.name for p in (ROOT / "device_configs").glob("*.yaml")),
@@ -137,3 +138,34 @@ def test_ci_installs_and_tests_exactly_as_the_readme_says():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert install in ci and test in ci
     assert "ruff check" in test and "pytest" in test
+
+
+# ------------------------------------------------------------------ layering
+
+
+def test_aihwkit_is_imported_only_under_engine():
+    """engine/ is the one home of aihwkit: presets, inference, studies and the report reach it
+    only through hwsim.engine."""
+    graph = imports_of(ROOT / "hwsim")
+    outside = [f"{mod} (line {line})" for mod, edges in graph.items()
+               if not mod.startswith("hwsim.engine") for name, line in edges
+               if name == "aihwkit" or name.startswith("aihwkit.")]
+    assert outside == []
+
+
+def test_the_import_graph_of_hwsim_has_no_cycle():
+    assert find_cycle(imports_of(ROOT / "hwsim")) is None
+
+
+def test_the_layering_checks_catch_a_planted_violation(tmp_path):
+    """The two checks above fail on a package with a cycle and with aihwkit outside engine/."""
+    pkg = tmp_path / "hwsim"
+    (pkg / "engine").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "engine" / "__init__.py").write_text("import aihwkit\n")
+    (pkg / "a.py").write_text("from hwsim import b\n")
+    (pkg / "b.py").write_text("def f():\n    from hwsim.a import x\n    import aihwkit.nn\n")
+    graph = imports_of(pkg)
+    assert find_cycle(graph) == ["hwsim.a", "hwsim.b", "hwsim.a"]
+    assert [(m, n) for m, es in graph.items() for n, _ in es if n.startswith("aihwkit")
+            and not m.startswith("hwsim.engine")] == [("hwsim.b", "aihwkit.nn")]

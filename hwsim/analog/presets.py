@@ -30,6 +30,7 @@ from hwsim.config import build, load, to_plain
 from hwsim.errors import ConfigError, SimulationError
 from hwsim.resources import shipped_dir
 from hwsim.util.timefmt import format_time
+from hwsim.validate import check
 
 NoiseModelType = Literal["none", "pcm", "reram-cmo", "reram-wan2022"]
 
@@ -149,9 +150,7 @@ class WeightNoiseSpec:
     eta: float
 
     def __post_init__(self):
-        _check_finite(self)
-        if self.eta < 0:
-            raise ValueError(f"eta: must be >= 0, got {self.eta}")
+        check("eta", self.eta)
 
 
 @dataclass(frozen=True)
@@ -178,12 +177,12 @@ class DevicePreset:
         return self.weight_noise.eta if self.weight_noise else None
 
     def with_eta(self, eta: float) -> DevicePreset:
-        """This preset with weight-noise level ``eta`` (ConfigError if it has no weight noise)."""
+        """This preset with weight-noise level ``eta`` (ConfigError if it has no weight noise,
+        SettingError for a level outside :data:`hwsim.validate.RULES`)."""
+        eta = check("eta", eta)
         if self.weight_noise is None:
             raise ConfigError(f"device preset {self.name!r} has no weight_noise: --eta does not "
                               "apply (use gaussian or gaussian-mult)")
-        if eta < 0:
-            raise ConfigError(f"--eta must be >= 0, got {eta}")
         noise = dataclasses.replace(self.weight_noise, eta=eta)
         return dataclasses.replace(self, weight_noise=noise)
 

@@ -12,7 +12,7 @@ import gzip
 import os
 import pickle
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +20,10 @@ import numpy as np
 import torch
 
 from hwsim.errors import DatasetError
+from hwsim.registry import Registry
+from hwsim.validate import SettingError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-DATASETS = ("fashion-mnist", "cifar10", "cifar100", "digits")
 DEFAULT_DATASET = "fashion-mnist"
 
 
@@ -36,22 +37,23 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: bool  # random crop (pad 4) + horizontal flip during training
+    test_size: int  # images in the test split (checked against test subsets before work)
 
 
-DATASET_INFO: dict[str, DatasetInfo] = {
-    "fashion-mnist": DatasetInfo(10, 1, 28, (0.2860,), (0.3530,), False),
-    "cifar10": DatasetInfo(10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True),
-    "cifar100": DatasetInfo(100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), True),
+_INFO: dict[str, DatasetInfo] = {
+    "fashion-mnist": DatasetInfo(10, 1, 28, (0.2860,), (0.3530,), False, 10000),
+    "cifar10": DatasetInfo(10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True,
+                           10000),
+    "cifar100": DatasetInfo(100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+                            True, 10000),
     # 8x8 digits, pixel values rescaled from 0..16 to 0..255; statistics of the training split.
-    "digits": DatasetInfo(10, 1, 8, (0.3053,), (0.3758,), False),
+    "digits": DatasetInfo(10, 1, 8, (0.3053,), (0.3758,), False, 450),
 }
 
 
 def dataset_info(name: str) -> DatasetInfo:
     """Shape and normalisation of dataset ``name``; DatasetError for an unknown name."""
-    if name not in DATASET_INFO:
-        raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
-    return DATASET_INFO[name]
+    return DATASETS.get(name).info
 
 
 def default_data_dir() -> Path:
@@ -76,7 +78,7 @@ class Dataset:
 
     @property
     def info(self) -> DatasetInfo:
-        return DATASET_INFO[self.name]
+        return dataset_info(self.name)
 
     @property
     def num_classes(self) -> int:
@@ -107,8 +109,15 @@ class Dataset:
         return {"mean": list(self.mean), "std": list(self.std)}
 
     def test_subset(self, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first ``n`` test examples (all when ``n`` is None or larger than the split)."""
-        if n is None or n >= len(self.test_y):
+        """The first ``n`` test examples (all when ``n`` is None).
+
+        Raises:
+            SettingError: ``n`` larger than the test split (never silently clamped).
+        """
+        if n is not None and n > len(self.test_y):
+            raise SettingError("test_subset", f"{self.name} has {len(self.test_y)} test images, "
+                                              f"asked for the first {n}")
+        if n is None or n == len(self.test_y):
             return self.test_x, self.test_y
         return self.test_x[:n], self.test_y[:n]
 
@@ -182,19 +191,15 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *,
     Raises:
         DatasetError: unknown name, or absent and not downloadable (says how to get it).
     """
-    dataset_info(name)  # validates the name
+    entry = DATASETS.get(name)  # validates the name
     explicit = data_dir is not None
     root = Path(data_dir) if explicit else default_data_dir()
     if explicit and not root.is_dir():
         raise DatasetError(f"--data-dir {root} is not a folder")
-    if name == "digits":
-        return _load_digits()
-    if name == "fashion-mnist":
-        return _load_fashion_mnist(root, explicit, download)
-    return _load_cifar(name, root, download)
+    return entry.load(root, explicit, download)
 
 
-def _load_digits() -> Dataset:
+def _load_digits(root: Path, explicit: bool, download: bool) -> Dataset:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -335,3 +340,28 @@ def _download_torchvision(tv_name: str, root: Path) -> Path:
             f"{how}pass --data-dir pointing at an existing copy"
         ) from None
     return root / tv_name / "raw"
+
+
+def _load_cifar10(root: Path, explicit: bool, download: bool) -> Dataset:
+    return _load_cifar("cifar10", root, download)
+
+
+def _load_cifar100(root: Path, explicit: bool, download: bool) -> Dataset:
+    return _load_cifar("cifar100", root, download)
+
+
+# ------------------------------------------------------------------ the registry
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    info: DatasetInfo
+    load: Callable[[Path, bool, bool], Dataset]  # (root, root given explicitly, download)
+
+
+# Adding a dataset is one entry: its static description and its loader.
+DATASETS: Registry[DatasetEntry] = Registry("dataset", DatasetError)
+DATASETS.add("fashion-mnist", DatasetEntry(_INFO["fashion-mnist"], _load_fashion_mnist))
+DATASETS.add("cifar10", DatasetEntry(_INFO["cifar10"], _load_cifar10))
+DATASETS.add("cifar100", DatasetEntry(_INFO["cifar100"], _load_cifar100))
+DATASETS.add("digits", DatasetEntry(_INFO["digits"], _load_digits))

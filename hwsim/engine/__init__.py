@@ -9,22 +9,19 @@ from hwsim.analog.presets import DevicePreset
 from hwsim.engine.aihwkit_engine import AihwkitCppEngine, AihwkitEngine
 from hwsim.engine.base import Engine
 from hwsim.engine.fast import FastEngine
-from hwsim.errors import ConfigError
+from hwsim.registry import Registry
 
-ENGINES: dict[str, type[Engine]] = {
-    "fast": FastEngine,
-    "aihwkit": AihwkitEngine,
-    "aihwkit-cpp": AihwkitCppEngine,
-}
+ENGINES: Registry[type[Engine]] = Registry("engine")
+ENGINES.add("fast", FastEngine)
+ENGINES.add("aihwkit", AihwkitEngine)
+ENGINES.add("aihwkit-cpp", AihwkitCppEngine)
 DEFAULT_ENGINE = "fast"
 
 
 def create_engine(name: str, digital: nn.Module, preset: DevicePreset,
                   device: torch.device) -> Engine:
     """Engine ``name`` for ``digital`` on ``preset``; ConfigError for an unknown name."""
-    if name not in ENGINES:
-        raise ConfigError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}")
-    return ENGINES[name](digital, preset, device)
+    return ENGINES.get(name)(digital, preset, device)
 
 
 def software_versions() -> dict[str, str]:

@@ -24,12 +24,12 @@ from hwsim.analog.recalibrate import DEFAULT_CALIB_SIZE, recalibrate_bn
 from hwsim.checkpoint import Checkpoint
 from hwsim.data import Dataset
 from hwsim.engine import DEFAULT_ENGINE, Engine, software_versions
-from hwsim.errors import ConfigError
 from hwsim.inference.chip import Recalibration, build_chip
 from hwsim.inference.evaluate import evaluate
 from hwsim.inference.results import InferResult, Record, summarize_records
 from hwsim.util.seeds import derive_seed
 from hwsim.util.timefmt import format_time
+from hwsim.validate import check_fields
 
 
 @dataclass(frozen=True)
@@ -43,12 +43,7 @@ class InferSettings:
     calib_size: int | None = None  # BN recalibration images (BN mode recal only; None: the default)
 
     def __post_init__(self):
-        if self.repeats < 1:
-            raise ConfigError(f"--repeats must be >= 1, got {self.repeats}")
-        if self.calib_size is not None and self.calib_size < 1:
-            raise ConfigError(f"--calib-size must be >= 1, got {self.calib_size}")
-        if self.test_subset is not None and self.test_subset < 1:
-            raise ConfigError(f"--test-subset must be >= 1, got {self.test_subset}")
+        check_fields(self, "repeats", "seed", "test_subset", "batch_size", "calib_size")
 
 
 def run_inference(

@@ -10,32 +10,25 @@ from collections.abc import Callable
 
 from torch import nn
 
-from hwsim.errors import ConfigError
+from hwsim.registry import Registry
 
 Builder = Callable[..., nn.Module]
-_REGISTRY: dict[str, Builder] = {}
+MODELS: Registry[Builder] = Registry("architecture")
 
 
 def register_model(fn: Builder) -> Builder:
     """Register ``fn`` under its function name (a decorator)."""
-    if fn.__name__ in _REGISTRY:
-        raise ValueError(f"architecture {fn.__name__!r} registered twice")
-    _REGISTRY[fn.__name__] = fn
-    return fn
+    return MODELS.add(fn.__name__, fn)
 
 
 def list_models() -> list[str]:
     """The registered architecture names, in registration order."""
-    return list(_REGISTRY)
+    return MODELS.names()
 
 
 def check_arch(name: str) -> str:
     """Return ``name`` if it is a registered architecture, else raise ConfigError."""
-    if name not in _REGISTRY:
-        raise ConfigError(
-            f"unknown architecture {name!r}; choose one of: {', '.join(list_models())}"
-        )
-    return name
+    return MODELS.check(name)
 
 
 def create_model(
@@ -51,7 +44,7 @@ def create_model(
     Raises:
         ConfigError: unknown name.
     """
-    return _REGISTRY[check_arch(name)](
+    return MODELS.get(name)(
         bn=bn, num_classes=num_classes, in_channels=in_channels, input_size=input_size
     )
 

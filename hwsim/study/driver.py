@@ -65,8 +65,7 @@ def run_study(
     start = time.perf_counter()
     run_dir = Path(run_dir)
     engine = engine or study.engine
-    if engine not in ENGINES:
-        raise ConfigError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
+    ENGINES.check(engine)
     plan = plan_study(study, engine)
     executor = executor or LocalExecutor()
     if executor.name == "local":

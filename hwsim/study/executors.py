@@ -21,6 +21,7 @@ from typing import Any
 
 from hwsim.checkpoint import Checkpoint
 from hwsim.errors import ConfigError, DatasetError, HwsimError
+from hwsim.registry import Registry
 from hwsim.study.units import (
     InferOutcome,
     InferUnit,
@@ -32,7 +33,8 @@ from hwsim.study.units import (
     run_train_unit,
 )
 
-EXECUTORS = ("local", "ray")
+# name -> a function building the executor (connected and checked)
+EXECUTORS: Registry[Callable[..., Executor]] = Registry("executor")
 RAY_INSTALL_HINT = ("--executor ray needs Ray: pip install 'hwsim[ray]' (from a checkout: "
                     "pip install -e '.[ray]')")
 MAX_RETRIES = 3  # a task whose worker process or node dies is rerun this many times
@@ -94,14 +96,21 @@ def create_executor(name: str, *, address: str | None = None, gpus_per_task: flo
         ConfigError: unknown name, Ray options without ``ray``, Ray not installed, a cluster
             that cannot be reached, or resources that no node of the cluster has.
     """
-    if name not in EXECUTORS:
-        raise ConfigError(f"unknown executor {name!r}; choose one of: {', '.join(EXECUTORS)}")
-    if name == "local":
-        given = [opt for opt, v in (("--address", address), ("--gpus-per-task", gpus_per_task),
-                                    ("--cpus-per-task", cpus_per_task)) if v is not None]
-        if given:
-            raise ConfigError(f"{', '.join(given)}: only with --executor ray")
-        return LocalExecutor()
+    return EXECUTORS.get(name)(address=address, gpus_per_task=gpus_per_task,
+                               cpus_per_task=cpus_per_task, device=device)
+
+
+@EXECUTORS.register("local")
+def _local(*, address, gpus_per_task, cpus_per_task, device) -> Executor:
+    given = [opt for opt, v in (("--address", address), ("--gpus-per-task", gpus_per_task),
+                                ("--cpus-per-task", cpus_per_task)) if v is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: only with --executor ray")
+    return LocalExecutor()
+
+
+@EXECUTORS.register("ray")
+def _ray(*, address, gpus_per_task, cpus_per_task, device) -> Executor:
     return RayExecutor.connect(address, gpus_per_task=gpus_per_task,
                                cpus_per_task=cpus_per_task, device=device)
 

@@ -24,7 +24,9 @@ from hwsim.errors import ConfigError, HwsimError
 from hwsim.models import list_models
 from hwsim.resources import shipped_dir
 from hwsim.stats import LEARNED_FACTOR
+from hwsim.training.config import TRAIN_DEFAULTS
 from hwsim.util.timefmt import format_time, parse_time
+from hwsim.validate import check, check_fields
 
 
 @dataclass(frozen=True)
@@ -32,14 +34,18 @@ class DatasetPlan:
     """Training and evaluation settings for one dataset of a study."""
 
     name: str
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 0.1
-    grad_clip: float | None = 2.0
-    weight_decay: float = 5e-4
+    epochs: int = TRAIN_DEFAULTS["epochs"]
+    batch_size: int = TRAIN_DEFAULTS["batch_size"]
+    lr: float = TRAIN_DEFAULTS["lr"]
+    grad_clip: float | None = TRAIN_DEFAULTS["grad_clip"]
+    weight_decay: float = TRAIN_DEFAULTS["weight_decay"]
     train_subset: int | None = None  # first N training images (None: all)
     test_subset: int | None = None  # evaluate on the first N test images (None: all)
     architectures: list[str] | None = None  # this dataset's architectures (None: the study's)
+
+    def __post_init__(self):  # the same rules as the command line's (hwsim.validate)
+        check_fields(self, "epochs", "batch_size", "lr", "grad_clip", "weight_decay",
+                     "train_subset", "test_subset")
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,12 @@ class Study:
     # a model learned when its digital accuracy is >= learned_factor x chance (hwsim.stats)
     learned_factor: float = LEARNED_FACTOR
     path: str = ""
+
+    def __post_init__(self):  # the same rules as the command line's (hwsim.validate)
+        check_fields(self, "calib_size", "hwa_clip", "repeats")
+        for key, rule in (("etas", "eta"), ("hwa", "hwa_noise"), ("seeds", "seed")):
+            for i, value in enumerate(getattr(self, key)):
+                check(f"{key}[{i}]", value, rule)
 
     @property
     def time_seconds(self) -> list[float]:
@@ -170,6 +182,10 @@ def load_study(name_or_path: str | Path) -> Study:
                 if arch not in list_models():
                     raise bad(f"{key}[{j}]", f"unknown architecture {arch!r}; choose one of: "
                                              f"{', '.join(list_models())}")
+        if plan.test_subset is not None and plan.test_subset > dataset_info(plan.name).test_size:
+            raise bad(f"datasets[{i}].test_subset", f"{plan.name} has "
+                      f"{dataset_info(plan.name).test_size} test images, asked for the first "
+                      f"{plan.test_subset}")
         classes = dataset_info(plan.name).num_classes
         if not 1 < study.learned_factor < classes:
             raise bad("learned_factor", f"must be above 1 (chance) and below the number of "
@@ -177,8 +193,10 @@ def load_study(name_or_path: str | Path) -> Study:
                                         f"{study.learned_factor:g}")
     if study.repeats < 1:
         raise bad("repeats", f"must be >= 1, got {study.repeats}")
-    if study.engine not in ENGINES:
-        raise bad("engine", f"unknown engine {study.engine!r}; choose one of: {', '.join(ENGINES)}")
+    try:
+        ENGINES.check(study.engine)
+    except ConfigError as e:
+        raise bad("engine", str(e)) from None
     for i, eta in enumerate(study.etas):
         if eta < 0:
             raise bad(f"etas[{i}]", f"must be >= 0, got {eta}")

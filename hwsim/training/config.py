@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, fields
 
+from hwsim.validate import check_fields
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -37,6 +39,10 @@ class TrainConfig:
     hwa_noise: float = 0.0
     hwa_clip: float | None = None
     init: str | None = None
+
+    def __post_init__(self):
+        check_fields(self, "epochs", "batch_size", "lr", "momentum", "weight_decay",
+                     "warmup_frac", "grad_clip", "seed", "train_subset", "hwa_noise", "hwa_clip")
 
     def to_dict(self) -> dict:
         """The settings; HWA and fine-tuning keys only when used, so that a plain run's dict

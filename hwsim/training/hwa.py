@@ -27,20 +27,13 @@ from torch.func import functional_call
 
 from hwsim.analog.noise import ANALOG_LAYERS
 from hwsim.checkpoint import Checkpoint, load_checkpoint
-from hwsim.errors import CheckpointError, ConfigError
+from hwsim.errors import CheckpointError
 
 
 def analog_weights(model: nn.Module) -> dict[str, nn.Parameter]:
     """The weights that an analog chip would hold (conv/linear), by parameter name."""
     return {f"{name}.weight" if name else "weight": m.weight
             for name, m in model.named_modules() if isinstance(m, ANALOG_LAYERS)}
-
-
-def check_hwa(eta: float, clip: float | None) -> None:
-    if eta < 0:
-        raise ConfigError(f"--hwa-noise must be >= 0, got {eta}")
-    if clip is not None and clip <= 0:
-        raise ConfigError(f"--hwa-clip must be > 0, got {clip}")
 
 
 def noisy_forward(model: nn.Module, eta: float,

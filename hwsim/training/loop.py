@@ -80,7 +80,6 @@ def train(
     check_arch(config.arch)
     if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
         raise TrainingError("epochs, batch size and learning rate must be positive")
-    hwa.check_hwa(config.hwa_noise, config.hwa_clip)
     init = None if config.init is None else hwa.load_init(config.init, config.arch, config.bn,
                                                           data.name)
     dev = resolve_compute_device(device)

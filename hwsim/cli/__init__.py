@@ -1,0 +1,16 @@
+"""The ``hwsim`` command line: thin click commands over the library.
+
+Each command parses its options, calls one library function and prints. Every
+:class:`~hwsim.errors.HwsimError` (and click's own usage errors) becomes one line on stderr
+and a non-zero exit code; Ctrl-C becomes "interrupted" and exit code 130.
+"""
+
+from hwsim.cli import commands, study  # noqa: F401 (registers the commands, in this order)
+from hwsim.cli.group import cli
+
+
+def main() -> None:
+    cli()
+
+
+__all__ = ["cli", "main"]
