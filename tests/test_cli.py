@@ -160,7 +160,7 @@ def test_convert_refuses_weights_that_do_not_fit_before_writing(cnn_bn_digits, t
 
 
 @pytest.mark.parametrize("extra,message", [
-    (["--out", "results.xlsx"], "--out results.xlsx: unknown results format '.xlsx'; name a "
+    (["--out", "results.xlsx"], "--out: results.xlsx: unknown results format '.xlsx'; name a "
                                 ".json or .csv file"),
     (["--out", "results"], "unknown results format '(none)'"),
     (["--t-inference", "1d,,1y"], "--t-inference 1d,,1y: entry 2 is empty"),

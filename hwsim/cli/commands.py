@@ -102,7 +102,7 @@ def train_cmd(arch, bn, dataset, data_dir, epochs, batch_size, lr, grad_clip, we
     resolve_compute_device(compute_device)
     hwa = f"-hwa{hwa_noise:g}" if hwa_noise else ""
     out = out or Path(f"{arch}{'' if bn else '-nobn'}-{dataset}{hwa}.pt")
-    check_writable(out)  # before training, not after
+    check_writable(out, what="--out")  # before training, not after
     data = load_dataset(dataset, data_dir)
     config = TrainConfig(arch=arch, bn=bn, dataset=dataset, epochs=epochs, batch_size=batch_size,
                          lr=lr, grad_clip=grad_clip, weight_decay=weight_decay, seed=seed,
@@ -175,7 +175,7 @@ def convert_cmd(model_path, arch, dataset, device, bn_mode, eta, out) -> None:
 
     preset = preset_of(device, eta)
     out = out or model_path.with_name(f"{model_path.stem}-{preset.name}-{bn_mode}.pt")
-    check_writable(out)
+    check_writable(out, what="--out")
     conv = convert_file(model_path, preset, bn_mode, out, arch=arch, dataset=dataset)
     if conv.note:
         click.echo(conv.note)
@@ -230,8 +230,8 @@ def infer_cmd(model_path, arch, device, bn_mode, calib_size, eta, times, repeats
 
     if out is not None:
         check_results_path(out)  # before the run, not after it
-    settings = InferSettings(times=tuple(parse_times(times)), repeats=repeats, seed=seed,
-                             test_subset=test_subset, engine=engine or DEFAULT_ENGINE,
+    settings = InferSettings(times=tuple(parse_times(times, "--t-inference")), repeats=repeats,
+                             seed=seed, test_subset=test_subset, engine=engine or DEFAULT_ENGINE,
                              batch_size=batch_size, calib_size=calib_size)
     ckpt = load_checkpoint(model_path, arch=arch, dataset=dataset)
     if ckpt.kind == "analog" and (device is not None or bn_mode is not None or eta is not None):

@@ -59,7 +59,7 @@ def study_run_cmd(study_file, out, engine, compute_device, report, executor, add
 
     study = load_study(study_file)
     out = out or Path("runs") / study.name
-    check_writable(out, folder=True)
+    check_writable(out, folder=True, what="--out")
     runner = create_executor(executor, address=address, gpus_per_task=gpus_per_task,
                              cpus_per_task=cpus_per_task, device=compute_device)
     try:
@@ -111,7 +111,7 @@ def report_cmd(run_dir, formats, out) -> None:
     from hwsim.report import write_report
     from hwsim.util.runtime import check_writable
 
-    check_writable(out or run_dir, folder=True)
+    check_writable(out or run_dir, folder=True, what="--out")
 
     for path in write_report(run_dir, tuple(f.strip() for f in formats.split(",") if f.strip()),
                              out):

@@ -195,7 +195,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *,
     explicit = data_dir is not None
     root = Path(data_dir) if explicit else default_data_dir()
     if explicit and not root.is_dir():
-        raise DatasetError(f"--data-dir {root} is not a folder")
+        raise SettingError("data_dir", f"{root} is not a folder")
     return entry.load(root, explicit, download)
 
 

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hwsim import stats
-from hwsim.errors import ConfigError
 from hwsim.util.runtime import atomic_write, check_writable
 from hwsim.util.timefmt import format_time
+from hwsim.validate import SettingError
 
 
 @dataclass(frozen=True)
@@ -66,12 +66,13 @@ RESULT_FORMATS = (".json", ".csv")
 
 def check_results_path(path: str | Path) -> Path:
     """ConfigError unless ``path`` ends in .json or .csv and can be written (checked before a
-    run, so that a bad --out costs nothing)."""
+    run, so that a bad path costs nothing)."""
     path = Path(path)
     if path.suffix.lower() not in RESULT_FORMATS:
-        raise ConfigError(f"--out {path}: unknown results format {path.suffix or '(none)'!r}; "
-                          f"name a {' or '.join(RESULT_FORMATS)} file")
-    check_writable(path)
+        raise SettingError("out", f"{path}: unknown results format "
+                                  f"{path.suffix or '(none)'!r}; name a "
+                                  f"{' or '.join(RESULT_FORMATS)} file")
+    check_writable(path, what="results file")
     return path
 
 

@@ -38,7 +38,7 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def check_writable(path: str | Path, *, folder: bool = False, what: str = "--out") -> None:
+def check_writable(path: str | Path, *, folder: bool = False, what: str = "output") -> None:
     """ConfigError unless ``path`` (a file, or a folder with ``folder``) can be written.
 
     Called before the work starts, so that a bad output location costs nothing: the nearest

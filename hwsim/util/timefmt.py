@@ -29,7 +29,7 @@ def parse_time(text: str) -> float:
     return value
 
 
-def parse_times(text: str, option: str = "--t-inference") -> list[float]:
+def parse_times(text: str, option: str = "times") -> list[float]:
     """``"1s,1h,1d"`` -> sorted seconds.
 
     Raises:
