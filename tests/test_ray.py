@@ -304,12 +304,12 @@ def test_without_an_address_the_run_starts_a_local_ray_and_stops_it(monkeypatch,
     monkeypatch.setitem(sys.modules, "ray", fake)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     if cpus is None:
-        executor = RayExecutor.connect(None, device="cpu")
+        executor = RayExecutor.connect(None, compute_device="cpu")
         assert executor.owned and fake.running
         executor.close()
     else:  # a task no node can run: the instance just started is stopped again
         with pytest.raises(ConfigError, match="--cpus-per-task 64: no node"):
-            RayExecutor.connect(None, cpus_per_task=cpus, device="cpu")
+            RayExecutor.connect(None, cpus_per_task=cpus, compute_device="cpu")
     assert fake.started["address"] == "local" and not fake.running
 
 
@@ -328,7 +328,7 @@ def test_task_size_on_a_gpu_cluster(device, gpus, cpus, expected):
     cluster = FakeCluster(*GPU_NODES)
     size = _task_size(cluster, gpus, cpus, device)
     executor = RayExecutor(cluster, cpus=size[0], gpus=size[1], owned=False)
-    assert (*size, executor.device) == expected
+    assert (*size, executor.compute_device) == expected
 
 
 @pytest.mark.parametrize("device,gpus,cpus,message", [

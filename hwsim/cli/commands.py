@@ -108,7 +108,7 @@ def train_cmd(arch, bn, dataset, data_dir, epochs, batch_size, lr, grad_clip, we
                          lr=lr, grad_clip=grad_clip, weight_decay=weight_decay, seed=seed,
                          train_subset=train_subset, hwa_noise=hwa_noise, hwa_clip=hwa_clip,
                          init=None if init is None else str(init))
-    result = train(config, data, device=compute_device)
+    result = train(config, data, compute_device=compute_device)
     save_checkpoint(result.checkpoint, out)
     how = f" hardware-aware (noise {hwa_noise:g} x max|W|)" if hwa_noise else ""
     what = f"{arch} {'with' if bn else 'without'} BN on {dataset}"

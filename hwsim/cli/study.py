@@ -61,9 +61,10 @@ def study_run_cmd(study_file, out, engine, compute_device, report, executor, add
     out = out or Path("runs") / study.name
     check_writable(out, folder=True, what="--out")
     runner = create_executor(executor, address=address, gpus_per_task=gpus_per_task,
-                             cpus_per_task=cpus_per_task, device=compute_device)
+                             cpus_per_task=cpus_per_task,
+                             compute_device=compute_device)
     try:
-        run = run_study(study, out, engine=engine, device=compute_device, executor=runner,
+        run = run_study(study, out, engine=engine, compute_device=compute_device, executor=runner,
                         log=lambda msg: click.echo(msg, err=True))
     finally:
         runner.close()

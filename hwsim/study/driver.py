@@ -48,7 +48,7 @@ def run_study(
     run_dir: str | Path,
     *,
     engine: str | None = None,
-    device: str = "auto",
+    compute_device: str = "auto",
     executor: Executor | None = None,
     progress: bool = True,
     log=print,
@@ -69,13 +69,13 @@ def run_study(
     plan = plan_study(study, engine)
     executor = executor or LocalExecutor()
     if executor.name == "local":
-        resolve_compute_device(device)
-    elif device not in COMPUTE_DEVICES:  # elsewhere each worker resolves it on its own machine
-        raise ConfigError(f"unknown compute device {device!r}; choose one of: "
+        resolve_compute_device(compute_device)
+    elif compute_device not in COMPUTE_DEVICES:  # each worker resolves it on its own machine
+        raise ConfigError(f"unknown compute device {compute_device!r}; choose one of: "
                           f"{', '.join(COMPUTE_DEVICES)}")
     # absolute: a Ray worker's working folder is not this one
     data_dir = str(Path(study.data_dir).resolve()) if study.data_dir else None
-    settings = UnitSettings(data_dir, device, engine)
+    settings = UnitSettings(data_dir, compute_device, engine)
     check_writable(run_dir, folder=True, what="the run folder")
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     with Store(run_dir / STORE_NAME) as store:  # closed on every exit, Ctrl-C included

@@ -89,7 +89,7 @@ class LocalExecutor(Executor):
 
 
 def create_executor(name: str, *, address: str | None = None, gpus_per_task: float | None = None,
-                    cpus_per_task: float | None = None, device: str = "auto") -> Executor:
+                    cpus_per_task: float | None = None, compute_device: str = "auto") -> Executor:
     """The executor ``name`` (``local`` or ``ray``), connected and checked.
 
     Raises:
@@ -97,11 +97,11 @@ def create_executor(name: str, *, address: str | None = None, gpus_per_task: flo
             that cannot be reached, or resources that no node of the cluster has.
     """
     return EXECUTORS.get(name)(address=address, gpus_per_task=gpus_per_task,
-                               cpus_per_task=cpus_per_task, device=device)
+                               cpus_per_task=cpus_per_task, compute_device=compute_device)
 
 
 @EXECUTORS.register("local")
-def _local(*, address, gpus_per_task, cpus_per_task, device) -> Executor:
+def _local(*, address, gpus_per_task, cpus_per_task, compute_device) -> Executor:
     given = [opt for opt, v in (("--address", address), ("--gpus-per-task", gpus_per_task),
                                 ("--cpus-per-task", cpus_per_task)) if v is not None]
     if given:
@@ -110,9 +110,9 @@ def _local(*, address, gpus_per_task, cpus_per_task, device) -> Executor:
 
 
 @EXECUTORS.register("ray")
-def _ray(*, address, gpus_per_task, cpus_per_task, device) -> Executor:
+def _ray(*, address, gpus_per_task, cpus_per_task, compute_device) -> Executor:
     return RayExecutor.connect(address, gpus_per_task=gpus_per_task,
-                               cpus_per_task=cpus_per_task, device=device)
+                               cpus_per_task=cpus_per_task, compute_device=compute_device)
 
 
 # ------------------------------------------------------------------------------------ Ray
@@ -135,13 +135,13 @@ class RayExecutor(Executor):
         self.cpus, self.gpus, self.owned = cpus, gpus, owned
         # where a task computes: Ray leaves every GPU of a node visible to a task that holds
         # none, so "auto" would take a GPU it did not reserve
-        self.device = "cuda" if gpus > 0 else "cpu"
+        self.compute_device = "cuda" if gpus > 0 else "cpu"
         self._train_task = ray_module.remote(_train_task)
         self._infer_task = ray_module.remote(_infer_task)
 
     @classmethod
     def connect(cls, address: str | None, *, gpus_per_task: float | None = None,
-                cpus_per_task: float | None = None, device: str = "auto") -> RayExecutor:
+                cpus_per_task: float | None = None, compute_device: str = "auto") -> RayExecutor:
         """Connect to the cluster at ``address`` (``auto``: the one running here), or start a
         local Ray instance sized to this machine; reuse this process's connection if it has
         one. Checks that some node can run a task of the asked size."""
@@ -171,7 +171,7 @@ class RayExecutor(Executor):
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise ConfigError(f"--address {address}: {_connect_error(e)}") from None
         try:
-            cpus, gpus = _task_size(ray, gpus_per_task, cpus_per_task, device)
+            cpus, gpus = _task_size(ray, gpus_per_task, cpus_per_task, compute_device)
         except HwsimError:
             if owned:
                 ray.shutdown()
@@ -194,7 +194,7 @@ class RayExecutor(Executor):
             log(f"[train] {len(units)} model(s) to train or evaluate on Ray "
                 f"({self.cpus:g} CPU, {self.gpus:g} GPU per task)")
         threads = _threads(self.cpus)
-        settings = dataclasses.replace(settings, device=self.device)
+        settings = dataclasses.replace(settings, compute_device=self.compute_device)
         task = self._train_task.options(**self._options())
         refs = {task.remote(unit, settings, threads): unit for unit in units}
         for i, outcome in enumerate(self._as_completed(refs), 1):
@@ -205,7 +205,7 @@ class RayExecutor(Executor):
 
     def infer(self, units, settings, *, progress):
         threads = _threads(self.cpus)
-        settings = dataclasses.replace(settings, device=self.device)
+        settings = dataclasses.replace(settings, compute_device=self.compute_device)
         task = self._infer_task.options(**self._options())
         refs = {task.remote(unit, ckpt, settings, threads): unit for unit, ckpt in units}
         for outcome in self._as_completed(refs):

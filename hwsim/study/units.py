@@ -41,7 +41,7 @@ class UnitSettings:
     """What every unit of one run shares."""
 
     data_dir: str | None  # the study's data_dir: each worker loads the datasets itself
-    device: str  # compute device: auto | cpu | cuda (resolved where the unit runs)
+    compute_device: str  # auto | cpu | cuda (resolved where the unit runs)
     engine: str
 
 
@@ -151,13 +151,13 @@ def run_train_unit(unit: TrainUnit, settings: UnitSettings, cache: UnitCache, *,
     job = unit.job
     data = cache.dataset(job.key.dataset, settings.data_dir)
     if unit.checkpoint is None:
-        result = train(job.train, data, device=settings.device, progress=progress)
+        result = train(job.train, data, compute_device=settings.compute_device, progress=progress)
         ckpt, seconds = result.checkpoint, result.seconds
         blob = checkpoint_to_bytes(ckpt)
     else:
         ckpt, seconds, blob = checkpoint_from_bytes(unit.checkpoint, job.checkpoint_name), \
             None, None  # evaluate only
-    dev = resolve_compute_device(settings.device)
+    dev = resolve_compute_device(settings.compute_device)
     model = ckpt.build_model().to(dev)
     x, y = data.test_subset(job.test_subset)
     accuracy = evaluate(model, x, y, ckpt.normalization, device=dev)
@@ -191,12 +191,12 @@ def _engine(unit: InferUnit, checkpoint, settings: UnitSettings, cache: UnitCach
             data: Dataset) -> Engine:
     job = unit.job
     key = (job.model.checkpoint_name, job.bn_mode, job.calib_size, job.preset_hash, job.eta,
-           settings.engine, settings.device)
+           settings.engine, settings.compute_device)
     if cache.engine_key != key:
         cache.engine = cache.engine_key = cache.calibration = None  # free the old chip first
         ckpt = checkpoint() if callable(checkpoint) else checkpoint
         chip = build_chip(ckpt, data, preset=job.preset, bn_mode=job.bn_mode,
-                          engine=settings.engine, compute_device=settings.device,
+                          engine=settings.engine, compute_device=settings.compute_device,
                           calib_size=job.calib_size or DEFAULT_CALIB_SIZE,
                           seed=job.model.key.seed)
         cache.engine = chip.engine

@@ -66,7 +66,7 @@ def train(
     config: TrainConfig,
     data: Dataset,
     *,
-    device: str = "auto",
+    compute_device: str = "auto",
     progress: bool = True,
 ) -> TrainResult:
     """Train ``config.arch`` on ``data`` and return the model and its checkpoint.
@@ -82,7 +82,7 @@ def train(
         raise TrainingError("epochs, batch size and learning rate must be positive")
     init = None if config.init is None else hwa.load_init(config.init, config.arch, config.bn,
                                                           data.name)
-    dev = resolve_compute_device(device)
+    dev = resolve_compute_device(compute_device)
     seed_everything(config.seed)
     model = create_model(config.arch, bn=config.bn, num_classes=data.num_classes,
                          in_channels=data.in_channels, input_size=data.input_size)
