@@ -15,7 +15,7 @@ from hwsim.cli.options import (
     model_options,
     preset_of,
 )
-from hwsim.training.config import TRAIN_DEFAULTS
+from hwsim.training.config import TRAIN_DEFAULTS, hwa_suffix
 
 # ----------------------------------------------------------------------------- models
 
@@ -100,7 +100,7 @@ def train_cmd(arch, bn, dataset, data_dir, epochs, batch_size, lr, grad_clip, we
                           f"to train, use --compute-device {preset}")
     check_arch(arch)
     resolve_compute_device(compute_device)
-    hwa = f"-hwa{hwa_noise:g}" if hwa_noise else ""
+    hwa = hwa_suffix(hwa_noise)
     out = out or Path(f"{arch}{'' if bn else '-nobn'}-{dataset}{hwa}.pt")
     check_writable(out, what="--out")  # before training, not after
     data = load_dataset(dataset, data_dir)

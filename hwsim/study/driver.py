@@ -28,6 +28,7 @@ from hwsim.study.spec import Study
 from hwsim.study.status import StageStatus, study_status
 from hwsim.study.store import STORE_NAME, Store
 from hwsim.study.units import DatasetRecord, InferUnit, TrainUnit, UnitSettings
+from hwsim.training.config import hwa_label
 from hwsim.training.loop import not_learned_warning
 from hwsim.util.runtime import COMPUTE_DEVICES, check_writable, resolve_compute_device
 
@@ -213,7 +214,7 @@ def record_recalibration(store: Store, job: InferJob, seconds: list[float]) -> N
 def warn_not_learned(study: Study, job: ModelJob, accuracy: float, log) -> None:
     """Log a warning line when a model's digital accuracy is not clearly above chance."""
     i = next(i for i, p in enumerate(study.datasets) if p.name == job.key.dataset)
-    hwa = f", hardware-aware {job.key.hwa:g}" if job.key.hwa else ""
+    hwa = f", {hwa_label(job.key.hwa, job.train.hwa_clip)}" if job.key.hwa else ""
     message = not_learned_warning(
         f"{job.key.arch} {'with' if job.key.bn == 'bn' else 'without'} BN on "
         f"{job.key.dataset} (seed {job.key.seed}{hwa})", accuracy,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from hwsim.analog.presets import DevicePreset
 from hwsim.study.spec import Study, study_presets
 from hwsim.study.store import CellKey, ModelKey
-from hwsim.training.config import TrainConfig
+from hwsim.training.config import TrainConfig, hwa_suffix
 
 
 def _hash(obj) -> str:
@@ -31,7 +31,7 @@ class ModelJob:
 
     @property
     def checkpoint_name(self) -> str:
-        hwa = f"-hwa{self.key.hwa:g}" if self.key.hwa else ""
+        hwa = hwa_suffix(self.key.hwa)
         return (f"{self.key.arch}-{self.key.bn}-{self.key.dataset}-s{self.key.seed}{hwa}-"
                 f"{self.model_hash}.pt")
 

@@ -33,6 +33,7 @@ from hwsim.models import count_bn_layers
 from hwsim.study.plan import InferJob, ModelJob
 from hwsim.study.store import CellKey
 from hwsim.training import train
+from hwsim.training.config import hwa_label
 from hwsim.util.runtime import resolve_compute_device
 
 
@@ -70,7 +71,8 @@ class TrainUnit:
     @property
     def label(self) -> str:
         k = self.job.key
-        return f"{k.arch} {k.bn} {k.dataset} seed {k.seed}" + (f" HWA {k.hwa:g}" if k.hwa else "")
+        return " ".join(filter(None, (k.arch, k.bn, k.dataset, f"seed {k.seed}",
+                                      hwa_label(k.hwa, self.job.train.hwa_clip))))
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ class InferUnit:
     @property
     def label(self) -> str:
         j, k = self.job, self.job.model.key
-        hwa = f" HWA {k.hwa:g}" if k.hwa else ""
+        hwa = f" {hwa_label(k.hwa, j.model.train.hwa_clip)}" if k.hwa else ""
         eta = f" eta={j.eta:g}" if j.eta is not None else ""
         return f"{k.arch} {k.bn}{hwa} {j.bn_mode} {j.preset_name}{eta}"
 

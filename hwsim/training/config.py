@@ -60,3 +60,18 @@ _OPTIONAL_OFF = {"hwa_noise": 0.0, "hwa_clip": None, "init": None}
 # the recipe's defaults by field name (arch, bn and dataset have none)
 TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)
                   if f.default is not dataclasses.MISSING}
+
+
+def hwa_label(noise: float | None, clip: float | None = None) -> str:
+    """How a training variant is named everywhere: ``""`` for standard training, else
+    ``"HWA 0.06"`` (weight noise x max|W|) with ``", clip 2σ"`` when its weights were clipped
+    at +-2 std(W)."""
+    if not noise:
+        return ""
+    return f"HWA {noise:g}" + (f", clip {clip:g}σ" if clip else "")
+
+
+def hwa_suffix(noise: float | None) -> str:
+    """The variant's part of file names: ``""`` or ``"-hwa0.06"`` (unchanged since studies
+    first trained HWA models: old run folders resume)."""
+    return f"-hwa{noise:g}" if noise else ""
