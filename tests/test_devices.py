@@ -125,7 +125,7 @@ def test_bad_times(text):
 def test_times_with_an_empty_or_repeated_entry_are_refused(text, message):
     """An empty entry is not dropped silently, a repeated time is not computed twice."""
     with pytest.raises(ConfigError) as e:
-        parse_times(text)
+        parse_times(text, "--t-inference")
     assert message in str(e.value)
 
 

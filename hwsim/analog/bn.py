@@ -2,7 +2,7 @@
 
 ``keep`` leaves BN digital between analog layers with the statistics measured in training;
 ``fold`` absorbs it into the conv weights before mapping (below); ``recal`` keeps it digital
-and re-estimates its statistics on the chip (:mod:`hwsim.recalibrate`).
+and re-estimates its statistics on the chip (:mod:`hwsim.analog.recalibrate`).
 
 ``y = gamma * (conv(x) - mu) / sqrt(var + eps) + beta`` equals a conv with weights scaled by
 ``s = gamma / sqrt(var + eps)`` per output channel and bias ``(b - mu) * s + beta``. Every

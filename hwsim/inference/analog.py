@@ -4,7 +4,7 @@ device preset.
 The analog checkpoint stores the digital weights (BN-folded for ``--bn fold``) and the preset
 as plain data; the analog model is rebuilt from them by an engine (``hwsim.engine``). For
 ``--bn recal`` the weights are those of ``keep``: the statistics are re-estimated at inference
-time, on each simulated chip (:mod:`hwsim.recalibrate`).
+time, on each simulated chip (:mod:`hwsim.analog.recalibrate`).
 """
 
 from __future__ import annotations

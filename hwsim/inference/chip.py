@@ -39,7 +39,7 @@ class Chip:
 
 def build_chip(ckpt: Checkpoint, data: Dataset, *, preset: DevicePreset | None = None,
                bn_mode: str | None = None, engine: str = DEFAULT_ENGINE,
-               compute_device: str = "auto", calib_size: int = DEFAULT_CALIB_SIZE,
+               compute_device: str = "auto", calib_size: int | None = None,
                seed: int = 0) -> Chip:
     """The chip of ``ckpt`` for evaluation on ``data``.
 
@@ -47,7 +47,7 @@ def build_chip(ckpt: Checkpoint, data: Dataset, *, preset: DevicePreset | None =
     ``preset`` to convert it for (``bn_mode`` keep, fold or recal; default keep; a model
     without BN is recorded as ``none``). The engine is ready for its first
     :meth:`~hwsim.engine.Engine.program`; BN mode recal draws its calibration images from
-    ``seed``.
+    ``seed`` (``calib_size`` images; None: the default, ``DEFAULT_CALIB_SIZE``).
 
     Raises:
         CheckpointError: a digital checkpoint without a preset, an analog one with one, or a
@@ -69,7 +69,7 @@ def build_chip(ckpt: Checkpoint, data: Dataset, *, preset: DevicePreset | None =
     analog_preset = analog_preset_of(ckpt)
     recal = None
     if ckpt.bn_mode == "recal":
-        recal = Recalibration(calibration_sample(data, calib_size,
+        recal = Recalibration(calibration_sample(data, calib_size or DEFAULT_CALIB_SIZE,
                                                  derive_seed(seed, "calibration-sample")))
     dev = resolve_compute_device(compute_device)
     digital = ckpt.build_model().to(dev)

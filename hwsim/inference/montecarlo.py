@@ -4,7 +4,8 @@ Each repeat programs one new chip (a fresh device instance drawn from its own se
 drifts that same chip to each inference time in increasing order, with drift compensation,
 and evaluates the test split. With BN mode ``recal`` every (repeat, time) first re-estimates
 the BN statistics on that chip from a fixed sample of training images
-(:mod:`hwsim.recalibrate`), with random draws from its own seed. Results are plain records;
+(:mod:`hwsim.analog.recalibrate`), with random draws from its own seed. Results are plain
+records;
 :mod:`hwsim.inference.results` summarises them.
 """
 
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from hwsim import stats
 from hwsim.analog.presets import DevicePreset
-from hwsim.analog.recalibrate import DEFAULT_CALIB_SIZE, recalibrate_bn
+from hwsim.analog.recalibrate import recalibrate_bn
 from hwsim.checkpoint import Checkpoint
 from hwsim.data import Dataset
 from hwsim.engine import DEFAULT_ENGINE, Engine, software_versions
@@ -40,7 +41,7 @@ class InferSettings:
     test_subset: int | None = None  # evaluate on the first N test images (None: all)
     engine: str = DEFAULT_ENGINE
     batch_size: int = 500
-    calib_size: int | None = None  # BN recalibration images (BN mode recal only; None: the default)
+    calib_size: int | None = None  # BN recalibration images (recal only; None: the default)
 
     def __post_init__(self):
         check_fields(self, "repeats", "seed", "test_subset", "batch_size", "calib_size")
@@ -73,7 +74,7 @@ def run_inference(
     """
     chip = build_chip(ckpt, data, preset=preset, bn_mode=bn_mode, engine=settings.engine,
                       compute_device=compute_device,
-                      calib_size=settings.calib_size or DEFAULT_CALIB_SIZE, seed=settings.seed)
+                      calib_size=settings.calib_size, seed=settings.seed)
     ckpt = chip.checkpoint
     preset, engine, recal = chip.preset, chip.engine, chip.recalibration
     times: list[float | None] = sorted(settings.times) if preset.time_dependent else [None]

@@ -56,8 +56,8 @@ def run_study(
 ) -> StudyRun:
     """Run (or resume) ``study`` into ``run_dir``: checkpoints/ and results.sqlite.
 
-    The work runs as units (:mod:`hwsim.units`) on ``executor`` (default: this process,
-    :class:`~hwsim.executors.LocalExecutor`); this function alone writes the run folder,
+    The work runs as units (:mod:`hwsim.study.units`) on ``executor`` (default: this process,
+    :class:`~hwsim.study.executors.LocalExecutor`); this function alone writes the run folder,
     committing each unit's result as it arrives.
 
     Raises:

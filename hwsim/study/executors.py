@@ -1,4 +1,4 @@
-"""Executors: where a study's work units run (:mod:`hwsim.units`).
+"""Executors: where a study's work units run (:mod:`hwsim.study.units`).
 
 - :class:`LocalExecutor` runs them one after the other in this process (the default).
 - :class:`RayExecutor` runs them as Ray tasks on a Ray cluster (``pip install 'hwsim[ray]'``),

@@ -1,6 +1,6 @@
 """The work units of a study: what one executor task computes, as plain picklable data.
 
-A study runs as two kinds of unit (:mod:`hwsim.study` builds them, :mod:`hwsim.executors`
+A study runs as two kinds of unit (:mod:`hwsim.study.plan` plans them, :mod:`hwsim.study.executors`
 runs them, in this process or on a Ray cluster):
 
 - :class:`TrainUnit`: one model to train (or, when its checkpoint exists but its record does
@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hwsim.analog.recalibrate import DEFAULT_CALIB_SIZE
 from hwsim.checkpoint import Checkpoint, checkpoint_from_bytes, checkpoint_to_bytes
 from hwsim.data import Dataset, load_dataset
 from hwsim.engine import Engine
@@ -199,7 +198,7 @@ def _engine(unit: InferUnit, checkpoint, settings: UnitSettings, cache: UnitCach
         ckpt = checkpoint() if callable(checkpoint) else checkpoint
         chip = build_chip(ckpt, data, preset=job.preset, bn_mode=job.bn_mode,
                           engine=settings.engine, compute_device=settings.compute_device,
-                          calib_size=job.calib_size or DEFAULT_CALIB_SIZE,
+                          calib_size=job.calib_size,
                           seed=job.model.key.seed)
         cache.engine = chip.engine
         cache.calibration = chip.recalibration.images if chip.recalibration else None

@@ -18,9 +18,9 @@ class TrainConfig:
     the loss NaN (measured: ResNet-56 without BN diverges at lr 0.1 without it); with the cap
     they train with the same learning rate as the BN models.
     ``train_subset`` trains on the first N training examples only (None: all of them).
-    ``hwa_noise``, ``hwa_clip``: hardware-aware training (:mod:`hwsim.hwa`): weight noise of
-    std ``hwa_noise * max|W|`` per conv/linear layer on every training forward, and clipping
-    of each layer's weights to ``+-hwa_clip * std(W)`` after every step (0 / None: off).
+    ``hwa_noise``, ``hwa_clip``: hardware-aware training (:mod:`hwsim.training.hwa`): weight
+    noise of std ``hwa_noise * max|W|`` per conv/linear layer on every training forward, and
+    clipping of each layer's weights to ``+-hwa_clip * std(W)`` after every step (0 / None: off).
     ``init``: a digital checkpoint to fine-tune from instead of a random initialisation.
     """
 
