@@ -197,7 +197,7 @@ BAD = [
     ({"repeats: 2": "repeats: 2\nlearned_factor: 1.0"},
      "learned_factor: must be above 1 (chance) and below the number of classes of digits (10)"),
     ({"repeats: 2": "repeats: 2\nlearned_factor: 10"}, "learned_factor: must be above 1"),
-    ({"repeats: 2": "repeats: 0"}, "repeats: must be >= 1"),
+    ({"repeats: 2": "repeats: 0"}, "repeats: must be an integer in [1, 1e+06]"),
     ({"  - name: digits": "  - name: mnist"}, "datasets[0].name: unknown dataset 'mnist'"),
     ({"engine: aihwkit": "engine: warp"}, "engine: unknown engine 'warp'; choose one of:"),
     ({"repeats: 2": "repeats: 2\ncolour: red"}, "colour: unknown key; allowed keys: name,"),
