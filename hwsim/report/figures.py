@@ -4,7 +4,7 @@ how it is drawn (:func:`render_png`). The only module of hwsim that imports matp
 * accuracy vs inference time, per (dataset, drifting preset, eta);
 * normalised accuracy vs eta, per (dataset, weight-noise preset, t);
 * the BN gap vs the number of BN layers, per dataset (claim 2);
-* the forest plot: every verdict's difference with its Welch 95% CI, coloured by outcome;
+* the forest plot: every verdict's difference with its raw 95% CI, coloured by outcome;
 * the remedies (kinds ``remedy-*``): normalised accuracy vs time and vs eta of every variant of
   one architecture (no BN, BN kept, folded, recalibrated, each with HWA where measured), and a
   forest plot of the remedies' verdicts.
@@ -25,16 +25,14 @@ from hwsim.report.analysis import (
     BN_FOLDED,
     BN_KEPT,
     BN_RECAL,
-    COMPARISONS,
     NO_BN,
-    Comparison,
     Group,
-    Trend,
-    Verdict,
     none_first,
     split_variant,
     variant_order,
 )
+from hwsim.report.trends import Trend
+from hwsim.report.verdicts import COMPARISONS, Comparison, Verdict
 from hwsim.stats import Stat
 
 
