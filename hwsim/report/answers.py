@@ -90,7 +90,7 @@ def answer_bn_hurts(f: Findings) -> Answer | None:
                        "table below, beside the published figures: " + _published() + ". The "
                        "paper's noise grid differs from this study's η: compare directions, "
                        "not values.")
-    return Answer(question, word + unit(single), answer, tuple(details),
+    return Answer(question, word, answer, tuple(details),
                   (table,) if table else (), family=family_text(single))
 
 
