@@ -26,6 +26,7 @@ from hwsim.report.analysis import (
     BN_KEPT,
     BN_RECAL,
     NO_BN,
+    SIGNIFICANT,
     Group,
     none_first,
     split_variant,
@@ -191,8 +192,8 @@ def bn_layer_figures(trends: list[Trend]) -> list[FigureSpec]:
             caption=("Gap in normalised accuracy (no BN minus the BN variant, percentage "
                      "points) vs the number of BN layers of each architecture's BN model; "
                      "weight-noise presets use the average over η, other presets their "
-                     "largest inference time. Error bars: Welch 95% CI. Above 0: the BN "
-                     "model loses more."),
+                     "largest inference time. Error bars: raw 95% CI of the between-model test "
+                     "(over seeds when there are several). Above 0: the BN model loses more."),
             kind="bn_layers", xlabel="BN layers in the BN model",
             ylabel="no BN − BN normalised accuracy (pp)", series=tuple(series),
             dataset=dataset))
@@ -251,7 +252,7 @@ def remedy_figures(groups: list[Group]) -> list[FigureSpec]:
 
 def forest_figures(verdicts: list[Verdict], comparisons: Sequence[Comparison] = COMPARISONS,
                    remedies: bool = False) -> list[FigureSpec]:
-    """Per dataset: the difference and Welch 95% CI of every verdict of ``comparisons``, one
+    """Per dataset: the difference and raw 95% CI of every verdict of ``comparisons``, one
     panel per comparison, one row per (arch, preset, condition), coloured by outcome;
     ``remedies``: the remedies' forest plot (kind ``remedy-forest``)."""
     names = [c.name for c in comparisons]
@@ -269,7 +270,7 @@ def forest_figures(verdicts: list[Verdict], comparisons: Sequence[Comparison] = 
         for comp in present:
             vs = [v for v in mine if v.comparison == comp]
             known = [c for c in comparisons if c.name == comp]
-            sign = (f"\n> 0: {known[0].positive.removesuffix(' beyond the 95% CI')}"
+            sign = (f"\n> 0: {known[0].positive.removesuffix(SIGNIFICANT)}"
                     if known else "")
             panels.append(ForestPanel(vs[0].difference + sign, tuple(
                 ForestPoint(index[_forest_row(v)], 100 * v.diff, 100 * v.low, 100 * v.high,
@@ -282,10 +283,11 @@ def forest_figures(verdicts: list[Verdict], comparisons: Sequence[Comparison] = 
             title=(f"{dataset}: remedies, every comparison with its 95% CI" if remedies
                    else f"{dataset}: every comparison with its 95% CI"),
             caption=("Each row: one architecture, preset and condition; each panel: one "
-                     "difference of mean normalised accuracies (percentage points) with its "
-                     f"Welch 95% CI. Red: {what}; blue: it is better; grey: no significant "
-                     "difference (the CI crosses 0); a dot without a bar: too few samples "
-                     "for a CI."),
+                     "difference of mean normalised accuracies (absolute accuracies for HWA vs "
+                     "standard training, percentage points) with its raw 95% CI (the test of "
+                     f"its unit of replication). Red: {what}; blue: it is better; grey: no "
+                     "significant difference after the family's Holm correction; a dot "
+                     "without a bar: too few samples for a CI."),
             kind="remedy-forest" if remedies else "forest", xlabel="difference (pp)", ylabel="",
             dataset=dataset, rows=tuple(" · ".join(r) for r in rows), panels=tuple(panels)))
     return figs

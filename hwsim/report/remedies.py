@@ -69,6 +69,10 @@ def answer_remedies(f: Findings) -> Answer | None:
                 f"{family_text(vs)}; {vs[0].test}).")
     details += _calibration_lines(f)
     table = remedies_table(f)
+    if table is not None:
+        details.append("The table gives analog accuracy in % of the test images (absolute, not "
+                       "normalised): a hardware-aware model's own digital accuracy is another "
+                       "denominator than the standard model's.")
     figures = tuple(fig for fig in f.figures if fig.kind.startswith("remedy-"))
     return Answer(REMEDIES_QUESTION, word, answer, tuple(details),
                   (table,) if table else (), figures,
@@ -136,8 +140,10 @@ def _mean_ci(s: Stat) -> str:
 
 
 def remedies_table(f: Findings) -> AnswerTable | None:
-    """Normalised accuracy (%, mean ± 95% CI) of every variant, one row per (arch, preset,
-    level), for the architectures with a remedy."""
+    """Analog accuracy (absolute, %, mean ± 95% CI over the cells) of every variant, one row
+    per (arch, preset, level), for the architectures with a remedy: absolute, because a
+    hardware-aware model's own digital accuracy is another denominator than the standard
+    model's."""
     remedied = {g.arch for g in f.groups
                 if g.hwa or split_variant(g.variant)[0] == BN_RECAL}
     gs = [g for g in f.groups if g.arch in remedied]
@@ -151,7 +157,7 @@ def remedies_table(f: Findings) -> AnswerTable | None:
     for (arch, preset, eta, t), vs in sorted(by.items(), key=lambda kv: (
             kv[0][0], kv[0][1], none_first(kv[0][2]), none_first(kv[0][3]))):
         rows.append((arch, preset, condition_label(eta, t),
-                     *(_mean_ci(vs[v].normalised) if v in vs else "—" for v in variants)))
+                     *(_mean_ci(vs[v].accuracy) if v in vs else "—" for v in variants)))
     return AnswerTable(("arch", "preset", "condition", *(f"{v} (%)" for v in variants)),
                        tuple(rows))
 
