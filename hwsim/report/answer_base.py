@@ -96,5 +96,5 @@ def plural(n: int, word: str) -> str:
 
 
 
-def p_text(p: float) -> str:
-    return "n/a" if math.isnan(p) else f"{p:.3g}"
+def p_text(p: float | None) -> str:
+    return "n/a" if p is None or math.isnan(p) else f"{p:.3g}"

@@ -44,8 +44,8 @@ def ci_text(v: Verdict) -> str:
     return f"[{pp(v.low)}, {pp(v.high)}]"
 
 
-def p_text(p: float) -> str:
-    return "n/a" if math.isnan(p) else f"{p:.3g}"
+def p_text(p: float | None) -> str:
+    return "n/a" if p is None or math.isnan(p) else f"{p:.3g}"
 
 
 def _table(headers, rows) -> Table:

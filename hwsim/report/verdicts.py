@@ -77,10 +77,10 @@ class Comparison:
     def difference(self) -> str:
         return f"{self.a} − {self.b}"
 
-    def outcome(self, test: Test, p_adj: float) -> tuple[str, Tone]:
+    def outcome(self, test: Test, p_adj: float | None) -> tuple[str, Tone]:
         if math.isnan(test.low):
             return TOO_FEW, "n/a"
-        if math.isnan(p_adj) or p_adj >= ALPHA:
+        if p_adj is None or p_adj >= ALPHA:
             return NO_DIFFERENCE, "none"
         if test.diff > 0:
             return self.positive, "harm" if self.positive_is_harm else "benefit"
@@ -160,8 +160,8 @@ class Verdict:
     n: tuple[int, int]  # replicates per arm (seeds, or chips for a chip-level test)
     outcome: str  # the comparison's positive/negative outcome, NO_DIFFERENCE or TOO_FEW
     tone: Tone = "none"
-    p: float = math.nan
-    p_adj: float = math.nan  # Holm-adjusted within the family
+    p: float | None = None  # None: no test (too few samples, or no spread and no difference)
+    p_adj: float | None = None  # Holm-adjusted within the family
     family_size: int = 0  # tests in the family (those with a p-value)
     test: str = ""
     chip_level: bool = False  # between-model comparison with one trained model per arm
@@ -233,7 +233,8 @@ def build_verdicts(groups: list[Group],
                 denominator = g.digital if g else None
             raw.append((comp, test, Verdict(
                 dataset, arch, preset, eta, t, label, comp.name, comp.difference, paper,
-                test.diff, test.low, test.high, test.dof, n, TOO_FEW, "n/a", test.p,
+                test.diff, test.low, test.high, test.dof, n, TOO_FEW, "n/a",
+                None if math.isnan(test.p) else test.p,
                 test=name, chip_level=chip_level, metric=comp.metric,
                 denominator=denominator)))
     return correct_families(raw)
@@ -246,10 +247,12 @@ def correct_families(raw: list[tuple[Comparison, Test, Verdict]]) -> list[Verdic
         families[v.family].append(i)
     out: list[Verdict | None] = [None] * len(raw)
     for members in families.values():
-        adjusted = holm([raw[i][2].p for i in members])
-        size = sum(not math.isnan(raw[i][2].p) for i in members)
+        ps = [raw[i][2].p for i in members]
+        adjusted = holm([math.nan if p is None else p for p in ps])
+        size = sum(p is not None for p in ps)
         for i, p_adj in zip(members, adjusted):
             comp, test, v = raw[i]
+            p_adj = None if math.isnan(p_adj) else p_adj
             outcome, tone = comp.outcome(test, p_adj)
             out[i] = replace(v, outcome=outcome, tone=tone, p_adj=p_adj, family_size=size)
     return [v for v in out if v is not None]
