@@ -114,7 +114,7 @@ def build_report(store: Store) -> Report:
         unlearned=unlearned,
         setup=setup_lines(meta, models, cells, datasets),
         small_run=small_run_reasons(meta, models, cells, datasets),
-        guide=reading_guide({g.variant for g in groups}),
+        guide=reading_guide({g.variant for g in groups}, study.get("hwa_clip")),
         presets=preset_lines(meta, sorted({c["preset"] for c in cells})),
         models=model_rows(models, unlearned),
         groups=groups,

@@ -141,7 +141,7 @@ VARIANT_MEANINGS = {
 }
 
 
-def reading_guide(variants: set[str]) -> str:
+def reading_guide(variants: set[str], hwa_clip: float | None = None) -> str:
     """What each variant of this report means, and what normalised accuracy is."""
     parts = [f"{v} = {VARIANT_MEANINGS[v]}" for v in sorted(variants, key=variant_order)
              if v in VARIANT_MEANINGS]
@@ -149,7 +149,9 @@ def reading_guide(variants: set[str]) -> str:
     if levels:
         parts.append(f"… + HWA {levels[0]:g} = the same, but the model was trained "
                      f"hardware-aware (fresh Gaussian weight noise of std {levels[0]:g} × max|W| "
-                     "per layer on every training forward; aihwkit's HWA)")
+                     "per layer on every training forward, "
+                     + (f"weights clipped at ±{hwa_clip:g} std" if hwa_clip
+                        else "no weight clipping recorded") + "; aihwkit's HWA)")
     return ("; ".join(parts) + ". Normalised accuracy = analog accuracy / digital accuracy of "
             "the same model (100% = nothing lost).")
 
