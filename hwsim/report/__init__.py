@@ -11,8 +11,8 @@ The package, by concept:
   (:mod:`~hwsim.report.answer_base` their shared types, :mod:`~hwsim.report.remedies` the
   remedies' answer);
 * :mod:`~hwsim.report.context` — setup, presets (and their mapping), models, conventions;
-* :mod:`~hwsim.report.figures` — what each figure shows and how it is drawn (the only
-  matplotlib importer);
+* :mod:`~hwsim.report.figure_specs` — what each figure shows;
+* :mod:`~hwsim.report.figures` — how it is drawn (the only matplotlib importer);
 * :mod:`~hwsim.report.build` — :class:`Report` and :func:`build_report` (store → report);
 * :mod:`~hwsim.report.layout` — the reading order: report → typed blocks;
 * :mod:`~hwsim.report.render` — typed blocks → Markdown and HTML;
