@@ -7,7 +7,12 @@ Conventions (the same in ``hwsim infer``, the study store and the report):
 * with ``n == 1`` the spread is undefined: ``std`` and ``ci95`` are NaN (printed "n/a"),
   never 0; with ``n == 0`` the mean is NaN too;
 * two samples are compared by the difference of their means and its Welch 95% CI
-  (Welch–Satterthwaite degrees of freedom); fewer than two values on a side gives a NaN CI.
+  (Welch–Satterthwaite degrees of freedom); fewer than two values on a side gives a NaN CI;
+* a test (:class:`Test`) carries that difference, its CI and its two-sided p-value: Welch's
+  ``ttest_ind`` for independent samples (:func:`welch_test`), ``ttest_rel`` for paired ones
+  (:func:`paired_test`); a family of p-values is corrected with Holm's step-down method
+  (:func:`holm`); a monotone trend over a few points is tested by an exact permutation test of
+  Spearman's rho (:func:`spearman_trend`).
 
 It also holds the rule that decides whether a trained model learned at all: a model whose
 digital accuracy is not clearly above chance loses nothing to noise (its normalised accuracy
@@ -83,6 +88,108 @@ def welch_ci(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, floa
         res = _st.ttest_ind(a, b, equal_var=False)
         ci = res.confidence_interval(0.95)
     return diff, float(ci.low), float(ci.high), float(res.df)
+
+
+@dataclass(frozen=True)
+class Test:
+    """``a − b`` (mean difference), its 95% CI, degrees of freedom and two-sided p-value."""
+
+    diff: float
+    low: float
+    high: float
+    dof: float
+    p: float  # NaN when undefined (fewer than two samples, or no spread and no difference)
+
+
+_NAN_TEST = Test(math.nan, math.nan, math.nan, math.nan, math.nan)
+
+
+def welch_test(a: Sequence[float], b: Sequence[float]) -> Test:
+    """Welch's t test of mean(a) = mean(b) (``scipy.stats.ttest_ind``, unequal variances).
+
+    With no spread on either side, a non-zero difference is certain (p = 0) and a zero one
+    undecidable (p NaN).
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) == 0 or len(b) == 0:
+        return _NAN_TEST
+    diff = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return Test(diff, math.nan, math.nan, math.nan, math.nan)
+    if a.var(ddof=1) + b.var(ddof=1) <= 1e-24:  # no spread
+        return Test(diff, diff, diff, math.inf, 0.0 if abs(diff) > 1e-9 else math.nan)
+    with warnings.catch_warnings():  # scipy warns about precision on near-equal samples
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = _st.ttest_ind(a, b, equal_var=False)
+        ci = res.confidence_interval(0.95)
+    return Test(diff, float(ci.low), float(ci.high), float(res.df), float(res.pvalue))
+
+
+def paired_test(a: Sequence[float], b: Sequence[float]) -> Test:
+    """Paired t test of mean(a − b) = 0 (``scipy.stats.ttest_rel``); ``a[i]`` pairs ``b[i]``.
+
+    Fewer than two pairs: NaN CI and p. Identical differences (no spread): zero-width CI,
+    p = 0 unless the difference is 0 (then NaN).
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) != len(b):
+        raise ValueError(f"paired samples differ in length: {len(a)} and {len(b)}")
+    if len(a) == 0:
+        return _NAN_TEST
+    d = a - b
+    diff = float(d.mean())
+    if len(d) < 2:
+        return Test(diff, math.nan, math.nan, math.nan, math.nan)
+    if float(d.std(ddof=1)) <= 1e-12 * max(1.0, abs(diff)):
+        return Test(diff, diff, diff, math.inf, 0.0 if abs(diff) > 1e-9 else math.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = _st.ttest_rel(a, b)
+        ci = res.confidence_interval(0.95)
+    return Test(diff, float(ci.low), float(ci.high), float(res.df), float(res.pvalue))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error rate); NaNs stay NaN and do not
+    count towards the family size.
+
+    scipy.stats offers Benjamini–Hochberg (``false_discovery_control``) but not Holm; Holm is
+    the step-down Bonferroni: the i-th smallest of m p-values is multiplied by m − i + 1,
+    then made monotone.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(len(p), math.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    m = len(ok)
+    if m:
+        order = ok[np.argsort(p[ok], kind="stable")]
+        adj = np.maximum.accumulate(p[order] * (m - np.arange(m)))
+        out[order] = np.minimum(adj, 1.0)
+    return [float(v) for v in out]
+
+
+def spearman_trend(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Spearman's rho of ``y`` against ``x`` and its exact one-sided permutation p-value
+    (H1: y rises with x), by enumerating every pairing (``scipy.stats.permutation_test``,
+    ``permutation_type='pairings'``). With n points the smallest possible p is 1/n!.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+
+    def rho(xs, ys, axis=-1):  # Spearman's rho = Pearson's r of the ranks, vectorised
+        rx = _st.rankdata(xs, axis=axis) - (xs.shape[axis] + 1) / 2
+        ry = _st.rankdata(ys, axis=axis) - (ys.shape[axis] + 1) / 2
+        return (rx * ry).sum(axis) / np.sqrt((rx**2).sum(axis) * (ry**2).sum(axis))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = _st.permutation_test((x, y), rho, permutation_type="pairings", vectorized=True,
+                                   alternative="greater", n_resamples=math.inf)
+    return float(_st.spearmanr(x, y).statistic), float(res.pvalue)
+
+
+def min_trend_p(n: int) -> float:
+    """The smallest p-value an exact permutation test over ``n`` points can reach (1/n!)."""
+    return 1.0 / math.factorial(n)
 
 
 def chance_accuracy(num_classes: int) -> float:

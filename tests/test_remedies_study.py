@@ -116,12 +116,12 @@ def test_a_study_with_the_remedies_runs_resumes_and_reports(remedies_run, tmp_pa
     remedies = [a for a in report.answers["digits"] if a.question == REMEDIES_QUESTION]
     assert len(remedies) == 1 and report.answers["digits"][-1] is remedies[0]
     answer = remedies[0]
-    assert "BN is still worse than no BN beyond the 95% CI in" in answer.answer
+    assert "BN is still worse than no BN (Holm-corrected p < 0.05) in" in answer.answer
     comparisons = {v.comparison for v in report.verdicts}
     assert {"recalibration", "BN recalibrated vs no BN", "BN kept vs no BN (HWA 0.1)",
-            "HWA 0.1 vs standard training (BN kept)",
-            "HWA 0.1 vs standard training (BN recalibrated)",
-            "HWA 0.1 vs standard training (no BN)"} <= comparisons
+            "HWA η 0.1, clip ±2.5σ vs standard training (BN kept)",
+            "HWA η 0.1, clip ±2.5σ vs standard training (BN recalibrated)",
+            "HWA η 0.1, clip ±2.5σ vs standard training (no BN)"} <= comparisons
     assert any("64 training images per chip and time" in d for d in answer.details)
     table = answer.tables[0]
     assert table.headers[3:] == ("no BN (%)", "BN kept (%)", "BN recalibrated (%)",

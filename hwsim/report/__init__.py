@@ -2,12 +2,17 @@
 
 The package, by concept:
 
-* :mod:`~hwsim.report.analysis` — the numbers: variants, cell groups, verdicts (Welch 95%
-  CIs), the paper's metric, BN-layer trends, models that did not learn;
-* :mod:`~hwsim.report.answers` — the answers at the top: one builder per question;
+* :mod:`~hwsim.report.analysis` — the data: variants, cell groups, the paper's metric,
+  models that did not learn;
+* :mod:`~hwsim.report.verdicts` — comparisons tested at their unit of replication (seeds, or
+  paired chips), Holm-corrected per family;
+* :mod:`~hwsim.report.trends` — claim 2: the BN gap vs BN layers, exact permutation test;
+* :mod:`~hwsim.report.answers` — the answers at the top: one builder per question
+  (:mod:`~hwsim.report.answer_base` their shared types, :mod:`~hwsim.report.remedies` the
+  remedies' answer);
 * :mod:`~hwsim.report.context` — setup, presets (and their mapping), models, conventions;
-* :mod:`~hwsim.report.figures` — what each figure shows and how it is drawn (the only
-  matplotlib importer);
+* :mod:`~hwsim.report.figure_specs` — what each figure shows;
+* :mod:`~hwsim.report.figures` — how it is drawn (the only matplotlib importer);
 * :mod:`~hwsim.report.build` — :class:`Report` and :func:`build_report` (store → report);
 * :mod:`~hwsim.report.layout` — the reading order: report → typed blocks;
 * :mod:`~hwsim.report.render` — typed blocks → Markdown and HTML;
@@ -20,7 +25,6 @@ from hwsim.report.analysis import (
     BN_KEPT,
     BN_RECAL,
     BN_WORSE,
-    COMPARISONS,
     FOLD_HELPS,
     FOLD_HURTS,
     NO_BN,
@@ -29,12 +33,9 @@ from hwsim.report.analysis import (
     PAPER_RESULTS,
     TOO_FEW,
     VARIANT_LABELS,
-    Comparison,
     Group,
     PaperMetric,
-    Trend,
     Unlearned,
-    Verdict,
     condition_label,
     variant_of,
 )
@@ -43,6 +44,8 @@ from hwsim.report.build import Report, build_report
 from hwsim.report.figures import FigureSpec, Series, render_png
 from hwsim.report.layout import report_document
 from hwsim.report.render import Document, render_html, render_markdown
+from hwsim.report.trends import Trend
+from hwsim.report.verdicts import COMPARISONS, Comparison, Verdict
 from hwsim.report.write import FORMATS, write_report
 
 __all__ = ["ANSWER_BUILDERS", "BN_BETTER", "BN_FOLDED", "BN_KEPT", "BN_RECAL", "BN_WORSE",

@@ -1,5 +1,6 @@
 """The answers at the top of the report: for each dataset, one short answer per question the
-study asks, each from the verdicts, trends and paper metrics of :mod:`hwsim.report.analysis`.
+study asks, each from the verdicts, trends and paper metrics of :mod:`hwsim.report.verdicts`
+and :mod:`hwsim.report.trends` (the remedies' answer is in :mod:`hwsim.report.remedies`).
 
 The questions are an ordered tuple of builders (:data:`ANSWER_BUILDERS`); a builder reads the
 :class:`Findings` of one dataset and returns an :class:`Answer`, or None when the study does
@@ -10,115 +11,45 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from hwsim.report.analysis import (
     BN_BETTER,
     BN_KEPT,
-    BN_RECAL,
     BN_WORSE,
-    CLAIM_1,
     FOLD_HELPS,
     FOLD_HURTS,
-    FOLDING,
     MIN_ARCHS_FOR_TREND,
     NO_BN,
     NO_DIFFERENCE,
     PAPER_RESULTS,
-    TOO_FEW,
-    Comparison,
-    Group,
+    SIGNIFICANT,
     PaperMetric,
-    Trend,
     Unlearned,
-    Verdict,
-    condition_label,
-    count_outcomes,
     none_first,
     split_variant,
     variant_order,
 )
+from hwsim.report.answer_base import (
+    Answer,
+    AnswerTable,
+    Findings,
+    count_text,
+    headline_word,
+    p_text,
+    pct,
+    plural,
+    pp,
+    unit,
+)
 from hwsim.report.context import mapping_text
-from hwsim.report.figures import FigureSpec
-from hwsim.stats import Stat
+from hwsim.report.remedies import REMEDIES_QUESTION, answer_remedies
+from hwsim.report.trends import Trend
+from hwsim.report.verdicts import CLAIM_1, FOLDING, Verdict, family_text
+from hwsim.stats import min_trend_p
 from hwsim.util.timefmt import format_time
 
-
-@dataclass(frozen=True)
-class AnswerTable:
-    headers: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-
-
-@dataclass(frozen=True)
-class Answer:
-    """One question and its answer: a short verdict ("Yes", "Mixed", "Not answered"...), the
-    sentence that gives its numbers, then supporting lines, tables and figures."""
-
-    question: str
-    short: str
-    answer: str
-    details: tuple[str, ...] = ()
-    tables: tuple[AnswerTable, ...] = ()
-    figures: tuple[FigureSpec, ...] = ()
-
-
-@dataclass(frozen=True)
-class Findings:
-    """What the answer builders read, for one dataset (unlearned models already left out)."""
-
-    dataset: str
-    verdicts: list[Verdict]
-    paper_metrics: list[PaperMetric]
-    trends: list[Trend]
-    presets: dict[str, dict]  # resolved presets by name, as recorded in the store
-    figures: list[FigureSpec] = field(default_factory=list)  # this dataset's figures
-    groups: list[Group] = field(default_factory=list)  # this dataset's groups of learned models
-    remedies: list[Comparison] = field(default_factory=list)  # the remedies' comparisons
-    # BN recalibration per model id: {"calib_size", "seconds" (total), "count"} (store meta)
-    recalibration: dict[str, dict] = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------ formatting
-
-
-def _pct(v: float) -> str:
-    return f"{100 * v:.1f}%"
-
-
-def _pp(v: float) -> str:
-    return f"{100 * v:+.1f} pp"
-
-
-def _counts(verdicts: list[Verdict], outcomes: tuple[tuple[str, str], ...]) -> str:
-    """E.g. "better in 0, no significant difference in 2", then the count without a CI."""
-    counts = count_outcomes(verdicts)
-    parts = [f"{text} in {counts.get(o, 0)}" for o, text in outcomes]
-    if counts.get(TOO_FEW):
-        parts.append(f"too few samples for a CI in {counts[TOO_FEW]}")
-    return ", ".join(parts)
-
-
-def _word(verdicts: list[Verdict], yes: str, no: str, opposite: str) -> str:
-    """A few words that sum up the outcome counts (the counts always follow them): "Yes" when
-    ``yes`` is the outcome of at least half the comparisons and ``no`` of none; ``opposite``
-    says what the ``no`` outcome means ("folding hurts")."""
-    counts = count_outcomes(verdicts)
-    n, y, o = len(verdicts), counts.get(yes, 0), counts.get(no, 0)
-    if counts.get(TOO_FEW, 0) == n:
-        return "Undecided"
-    if y and o:
-        return "Mixed"
-    if y:
-        return "Yes" if 2 * y >= n else "In some conditions"
-    if o:
-        return (f"No — {opposite}" if 2 * o >= n
-                else f"Mostly no significant difference; {opposite} in some conditions")
-    return "No significant difference"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
+__all__ = ["ANSWER_BUILDERS", "REMEDIES_QUESTION", "Answer", "AnswerTable", "Findings",
+           "build_answers", "exclusion_text", "mapping_sentences", "paper_metric_table"]
 
 
 def _differ_only_in_mapping(a: dict, b: dict) -> bool:
@@ -139,26 +70,28 @@ def answer_bn_hurts(f: Findings) -> Answer | None:
         return None if table is None else Answer(
             question, "Not measured", "No BN-kept and no-BN models that learned were measured "
             "under the same conditions.", tables=(table,))
-    word = _word(single, BN_WORSE, BN_BETTER, "BN kept is more robust")
-    answer = ("BN kept is worse than no BN beyond the 95% CI in "
+    word = headline_word(single, BN_WORSE, BN_BETTER, "BN kept is more robust")
+    answer = (f"BN kept is worse than no BN{SIGNIFICANT} in "
               f"{sum(v.outcome == BN_WORSE for v in single)} of "
-              f"{_plural(len(single), 'comparison')} (architecture × preset × noise level), "
-              + _counts(single, ((BN_BETTER, "better"),
-                                 (NO_DIFFERENCE, "no significant difference"))) + ".")
+              f"{plural(len(single), 'comparison')} (architecture × preset × noise level), "
+              + count_text(single, ((BN_BETTER, "better"),
+                                 (NO_DIFFERENCE, "no significant difference"))) + "."
+              + unit(single))
     details = []
     presets = sorted({v.preset for v in single})
     if len(presets) > 1:
         for p in presets:
             mine = [v for v in single if v.preset == p]
             details.append(f"{p}: worse in {sum(v.outcome == BN_WORSE for v in mine)} of "
-                           f"{len(mine)}, " + _counts(mine, ((BN_BETTER, "better"), (
+                           f"{len(mine)}, " + count_text(mine, ((BN_BETTER, "better"), (
                                NO_DIFFERENCE, "no significant difference"))) + ".")
     if table is not None:
         details.append("The paper's metric (average normalised accuracy over η) is in the "
                        "table below, beside the published figures: " + _published() + ". The "
                        "paper's noise grid differs from this study's η: compare directions, "
                        "not values.")
-    return Answer(question, word, answer, tuple(details), (table,) if table else ())
+    return Answer(question, word, answer, tuple(details),
+                  (table,) if table else (), family=family_text(single))
 
 
 def _published() -> str:
@@ -207,12 +140,20 @@ def paper_metric_table(f: Findings) -> AnswerTable | None:
 
 
 def answer_bn_layers(f: Findings) -> Answer | None:
-    """Claim 2: the more BN layers, the larger the harm (trend of the BN-kept gap)."""
+    """Claim 2: the more BN layers, the larger the harm (trend of the BN-kept gap).
+
+    "Yes" only when, under the pre-declared headline condition, an exact permutation test of
+    Spearman's rho is significant and the deepest BN model is harmed (Holm-corrected); with
+    three architectures the test cannot reach p < 0.05, and the answer says so in words.
+    """
     question = "Claim 2 — does the harm grow with the number of BN layers?"
     kept = [t for t in f.trends if t.variant == BN_KEPT]
     if not kept:
         return None
     figures = tuple(fig for fig in f.figures if fig.kind == "bn_layers")
+    family = ("family of 1 pre-declared test (the headline condition): exact permutation "
+              "test of Spearman's ρ AND a Holm-corrected harm of the deepest BN model")
+    details = [_trend_line(t) for t in kept]
     decided = [t for t in kept if t.rho is not None]
     if not decided:
         archs = sorted({p.arch for t in kept for p in t.points})
@@ -221,23 +162,46 @@ def answer_bn_layers(f: Findings) -> Answer | None:
                   f"whose BN and no-BN models both learned; this study has {len(archs)} ("
                   + ", ".join(archs) + ").")
         return Answer(question, "Not answered", answer, figures=figures)
-    grows = sum(t.direction == "grows" for t in decided)
-    shrinks = sum(t.direction == "shrinks" for t in decided)
-    monotone = sum(t.rho == 1.0 for t in decided)
-    n = len(decided)
-    word = ("Yes" if monotone == n else "Mostly" if grows == n else
-            "No" if shrinks == n else "Mixed")
-    answer = (f"The gap no BN − BN kept rises with the number of BN layers (Spearman ρ > 0) "
-              f"under {grows} of {_plural(n, 'condition')}, monotonically (ρ = +1) under "
-              f"{monotone}, and falls (ρ < 0) under {shrinks}; a trend over few "
-              "architectures, not a significance test.")
-    details = []
-    for t in kept:
-        points = ", ".join(f"{p.arch} ({p.bn_layers} BN layers) {_pp(p.diff)}"
-                           for p in sorted(t.points, key=lambda p: (p.bn_layers, p.arch)))
-        head = f"ρ = {t.rho:+.2f}" if t.rho is not None else t.reason
-        details.append(f"{t.condition}: {head} — {points}.")
-    return Answer(question, word, answer, tuple(details), figures=figures)
+    head = next((t for t in decided if t.headline), decided[0])
+    n = len(head.points)
+    deepest = head.deepest
+    harm = (f"the deepest BN model ({deepest.arch}, {deepest.bn_layers} BN layers) is "
+            + ("harmed" if deepest.harmed else "not significantly harmed")
+            + f" ({pp(deepest.diff)}, Holm-corrected p = {p_text(deepest.p_adj)})")
+    trend = (f"ρ = {head.rho:+.2f} over {n} architectures, exact one-sided permutation "
+             f"p = {p_text(head.p)}")
+    if not head.testable:
+        rises = ("rises" if head.rho > 0 else "falls" if head.rho < 0 else "is flat")
+        word = f"Not testable ({n} architectures)"
+        answer = (f"Under {head.condition} the gap no BN − BN kept {rises} with the number "
+                  f"of BN layers, {n} architectures: not testable — an exact permutation "
+                  f"test over {n} architectures cannot reach p < 0.05 (its smallest p is "
+                  f"{p_text(min_trend_p(n))}); {harm}. Training seeds cannot add replicates to "
+                  "this claim: the architectures are its replicates.")
+    elif head.significant:
+        word = "Yes"
+        answer = f"Under {head.condition} the gap rises significantly ({trend}) and {harm}."
+    elif all(p.diff <= 0 for p in head.points):
+        word = "No — BN kept is not worse at any depth"
+        answer = f"Under {head.condition} no gap is above 0 ({trend}); {harm}."
+    else:
+        word = "Not shown"
+        answer = (f"Under {head.condition} the rise is not significant at 5% or the deepest "
+                  f"model is not harmed: {trend}; {harm}.")
+    others = sum(t.direction == "grows" for t in decided if t is not head)
+    if len(decided) > 1:
+        answer += (f" Other conditions (shown, not part of the headline): the gap rises "
+                   f"(ρ > 0) under {others} of {len(decided) - 1}.")
+    return Answer(question, word, answer, tuple(details), figures=figures, family=family)
+
+
+def _trend_line(t: Trend) -> str:
+    points = ", ".join(f"{p.arch} ({p.bn_layers} BN layers) {pp(p.diff)}"
+                       for p in sorted(t.points, key=lambda p: (p.bn_layers, p.arch)))
+    head = (f"ρ = {t.rho:+.2f}, permutation p = {p_text(t.p)}" if t.rho is not None
+            else t.reason)
+    tag = " (headline condition)" if t.headline else ""
+    return f"{t.condition}{tag}: {head} — {points}."
 
 
 def answer_folding(f: Findings) -> Answer | None:
@@ -246,22 +210,23 @@ def answer_folding(f: Findings) -> Answer | None:
     single = [v for v in f.verdicts if v.comparison == FOLDING.name and not v.paper_metric]
     if not single:
         return None
-    word = _word(single, FOLD_HELPS, FOLD_HURTS, "folding hurts")
-    answer = ("BN folded is more robust than BN kept beyond the 95% CI in "
+    word = headline_word(single, FOLD_HELPS, FOLD_HURTS, "folding hurts")
+    answer = (f"BN folded is more robust than BN kept{SIGNIFICANT} in "
               f"{sum(v.outcome == FOLD_HELPS for v in single)} of "
-              f"{_plural(len(single), 'comparison')}, "
-              + _counts(single, ((FOLD_HURTS, "less robust"),
-                                 (NO_DIFFERENCE, "no significant difference"))) + ".")
+              f"{plural(len(single), 'comparison')}, "
+              + count_text(single, ((FOLD_HURTS, "less robust"),
+                                 (NO_DIFFERENCE, "no significant difference"))) + ". "
+              + f"Test: {single[0].test}.")
     details = []
     for p in sorted({v.preset for v in single}):
         mine = [v for v in single if v.preset == p]
         details.append(f"{p} ({mapping_text(f.presets.get(p) or {})}): "
-                       + _counts(mine, ((FOLD_HELPS, "folding helps"),
+                       + count_text(mine, ((FOLD_HELPS, "folding helps"),
                                         (FOLD_HURTS, "hurts"),
                                         (NO_DIFFERENCE, "no significant difference")))
                        + f" of {len(mine)}.")
     details += mapping_sentences(single, f.presets)
-    return Answer(question, word, answer, tuple(details))
+    return Answer(question, word, answer, tuple(details), family=family_text(single))
 
 
 def mapping_sentences(verdicts: list[Verdict], presets: dict[str, dict]) -> list[str]:
@@ -283,133 +248,11 @@ def mapping_sentences(verdicts: list[Verdict], presets: dict[str, dict]) -> list
                     "differ only in their mapping: ")
             if changed:
                 out.append(head + f"the folding verdict changes in {changed} of "
-                           f"{_plural(len(common), 'matched comparison')}.")
+                           f"{plural(len(common), 'matched comparison')}.")
             else:
                 out.append(head + "the folding verdict is the same in all "
-                           f"{_plural(len(common), 'matched comparison')}.")
+                           f"{plural(len(common), 'matched comparison')}.")
     return out
-
-
-REMEDIES_QUESTION = ("Remedies — does the paper's finding survive BN recalibration and "
-                     "hardware-aware training?")
-
-
-def answer_remedies(f: Findings) -> Answer | None:
-    """The remedies: BN recalibrated and hardware-aware training (HWA), each compared with the
-    variant it should improve, and the paper's comparison (BN vs no BN) once remedied."""
-    names = {c.name for c in f.remedies}
-    mine = [v for v in f.verdicts if v.comparison in names and not v.paper_metric]
-    if not mine:
-        return None
-    # the paper's finding with a remedy: BN (recalibrated, or trained hardware-aware) vs no
-    # BN; a "harm" tone means BN is still worse beyond the CI
-    vs_no_bn = [c for c in f.remedies if c.a.startswith(NO_BN) and c.positive_is_harm]
-    survive = [v for v in mine if v.comparison in {c.name for c in vs_no_bn}]
-    details = []
-    if survive:
-        harm = sum(v.tone == "harm" for v in survive)
-        benefit = sum(v.tone == "benefit" for v in survive)
-        n = len(survive)
-        word = _survives(harm, benefit, n, sum(v.tone == "n/a" for v in survive))
-        parts = []
-        for c in vs_no_bn:
-            vs = [v for v in survive if v.comparison == c.name]
-            if vs:
-                parts.append(f"{c.b} vs {c.a}: worse in {sum(v.tone == 'harm' for v in vs)} "
-                             f"of {len(vs)}, better in {sum(v.tone == 'benefit' for v in vs)}")
-        answer = (f"Once remedied, BN is still worse than no BN beyond the 95% CI in {harm} of "
-                  f"{_plural(n, 'comparison')}, better in {benefit}, with no significant "
-                  f"difference in {sum(v.tone == 'none' for v in survive)} ("
-                  + "; ".join(parts) + ").")
-    else:
-        word = "Not measured against no BN"
-        answer = ("No remedied BN variant was measured beside no BN under the same conditions; "
-                  "the remedies' own effects follow.")
-    claim = [v for v in f.verdicts if v.comparison == CLAIM_1.name and not v.paper_metric]
-    if claim:
-        details.append(f"Without a remedy ({CLAIM_1.difference}, standard training): BN kept "
-                       f"is worse in {sum(v.tone == 'harm' for v in claim)} of "
-                       f"{len(claim)}, better in {sum(v.tone == 'benefit' for v in claim)}.")
-    for c in f.remedies:
-        vs = [v for v in mine if v.comparison == c.name]
-        if vs:
-            details.append(f"{c.difference}: " + _counts(vs, (
-                (c.positive, _short(c.positive)), (c.negative, _short(c.negative)),
-                (NO_DIFFERENCE, "no significant difference"))) + f" (of {len(vs)}).")
-    details += _calibration_lines(f)
-    table = remedies_table(f)
-    figures = tuple(fig for fig in f.figures if fig.kind.startswith("remedy-"))
-    return Answer(REMEDIES_QUESTION, word, answer, tuple(details),
-                  (table,) if table else (), figures)
-
-
-def _short(outcome: str) -> str:
-    return outcome.removesuffix(" beyond the 95% CI")
-
-
-def _survives(harm: int, benefit: int, n: int, too_few: int) -> str:
-    """Does the finding (BN is worse than no BN) survive? From the outcome counts."""
-    if too_few == n:
-        return "Undecided"
-    if harm and benefit:
-        return "Mixed"
-    if harm:
-        return ("Yes — BN is still worse" if 2 * harm >= n
-                else "Partly — BN is still worse in some conditions")
-    if benefit:
-        return ("No — remedied BN is more robust than no BN" if 2 * benefit >= n
-                else "Mostly not — no significant difference, remedied BN better in some "
-                     "conditions")
-    return "No — no significant difference once remedied"
-
-
-def _calibration_lines(f: Findings) -> list[str]:
-    """Calibration size and measured seconds per recalibration, per architecture."""
-    if not any(split_variant(g.variant)[0] == BN_RECAL for g in f.groups):
-        return []
-    by_arch: dict[str, list[float]] = {}
-    sizes = set()
-    for model_id, entry in f.recalibration.items():
-        dataset, arch = model_id.split("|")[:2]
-        if dataset != f.dataset or not entry.get("count"):
-            continue
-        sizes.add(entry.get("calib_size"))
-        by_arch.setdefault(arch, []).extend([entry["seconds"], entry["count"]])
-    if not by_arch:
-        return ["BN recalibrated: calibration size and time not recorded in this store."]
-    cost = ", ".join(f"{arch} {sum(v[0::2]) / sum(v[1::2]):.3f} s"
-                     for arch, v in sorted(by_arch.items()))
-    size = ", ".join(str(s) for s in sorted(sizes))
-    return [f"BN recalibration: {size} training images per chip and time (a fixed seeded "
-            "sample, no augmentation, never test images), forwarded through the chip with its "
-            f"noise; measured seconds per recalibration: {cost}."]
-
-
-def _mean_ci(s: Stat) -> str:
-    if s.n == 0 or math.isnan(s.mean):
-        return "n/a"
-    return f"{100 * s.mean:.1f} ± " + ("n/a" if math.isnan(s.ci95) else f"{100 * s.ci95:.1f}")
-
-
-def remedies_table(f: Findings) -> AnswerTable | None:
-    """Normalised accuracy (%, mean ± 95% CI) of every variant, one row per (arch, preset,
-    level), for the architectures with a remedy."""
-    remedied = {g.arch for g in f.groups
-                if g.hwa or split_variant(g.variant)[0] == BN_RECAL}
-    gs = [g for g in f.groups if g.arch in remedied]
-    if not gs:
-        return None
-    variants = sorted({g.variant for g in gs}, key=variant_order)
-    by: dict[tuple, dict[str, Group]] = {}
-    for g in gs:
-        by.setdefault((g.arch, g.preset, g.eta, g.t), {})[g.variant] = g
-    rows = []
-    for (arch, preset, eta, t), vs in sorted(by.items(), key=lambda kv: (
-            kv[0][0], kv[0][1], none_first(kv[0][2]), none_first(kv[0][3]))):
-        rows.append((arch, preset, condition_label(eta, t),
-                     *(_mean_ci(vs[v].normalised) if v in vs else "—" for v in variants)))
-    return AnswerTable(("arch", "preset", "condition", *(f"{v} (%)" for v in variants)),
-                       tuple(rows))
 
 
 AnswerBuilder = Callable[[Findings], "Answer | None"]
@@ -425,10 +268,10 @@ def build_answers(findings: Findings) -> list[Answer]:
 
 def exclusion_text(unlearned: list[Unlearned]) -> str:
     """The notice that names every model left out, with its accuracy and the threshold."""
-    models = "; ".join(f"{u.label}: digital accuracy {_pct(u.accuracy)}, below the "
-                       f"{_pct(u.threshold)} needed ({u.factor:g}× chance for "
+    models = "; ".join(f"{u.label}: digital accuracy {pct(u.accuracy)}, below the "
+                       f"{pct(u.threshold)} needed ({u.factor:g}× chance for "
                        f"{u.num_classes} classes)" for u in unlearned)
-    return (f"{_plural(len(unlearned), 'model')} did not learn and "
+    return (f"{plural(len(unlearned), 'model')} did not learn and "
             f"{'is' if len(unlearned) == 1 else 'are'} left out of every answer, verdict, "
             f"trend and paper metric — {models}. A model at chance loses nothing to noise, so "
             "its normalised accuracy would look perfectly robust. Its rows in the appendix "

@@ -7,20 +7,13 @@ from dataclasses import dataclass, field
 
 from hwsim.errors import HwsimError
 from hwsim.report.analysis import (
-    COMPARISONS,
     Group,
     PaperMetric,
-    Trend,
     Unlearned,
-    Verdict,
-    bn_layer_counts,
-    bn_trends,
     build_groups,
     build_paper_metrics,
-    build_verdicts,
     find_unlearned,
     noise_types,
-    remedy_comparisons,
 )
 from hwsim.report.answers import Answer, Findings, build_answers
 from hwsim.report.context import (
@@ -39,6 +32,8 @@ from hwsim.report.figures import (
     remedy_figures,
     time_figures,
 )
+from hwsim.report.trends import Trend, bn_layer_counts, bn_trends
+from hwsim.report.verdicts import COMPARISONS, Verdict, build_verdicts, remedy_comparisons
 from hwsim.stats import LEARNED_FACTOR
 from hwsim.study.store import Store
 
@@ -89,7 +84,7 @@ def build_report(store: Store) -> Report:
     datasets = sorted({g.dataset for g in groups})
     types = noise_types(meta)
     paper_metrics = build_paper_metrics(groups, types)
-    remedies = remedy_comparisons({g.variant for g in learned})
+    remedies = remedy_comparisons({g.variant for g in learned}, study.get("hwa_clip"))
     verdicts = build_verdicts(groups, [*COMPARISONS, *remedies])
     bn_layers = bn_layer_counts(models)
     trends = [t for d in datasets for t in bn_trends(d, groups, bn_layers)]
@@ -119,7 +114,7 @@ def build_report(store: Store) -> Report:
         unlearned=unlearned,
         setup=setup_lines(meta, models, cells, datasets),
         small_run=small_run_reasons(meta, models, cells, datasets),
-        guide=reading_guide({g.variant for g in groups}),
+        guide=reading_guide({g.variant for g in groups}, study.get("hwa_clip")),
         presets=preset_lines(meta, sorted({c["preset"] for c in cells})),
         models=model_rows(models, unlearned),
         groups=groups,

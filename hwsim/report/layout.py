@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import math
 
-from hwsim.report.analysis import (
-    Verdict,
-)
 from hwsim.report.answers import exclusion_text
 from hwsim.report.build import Report
 from hwsim.report.context import VERDICT_METHOD, format_seconds
@@ -22,6 +19,7 @@ from hwsim.report.render import (
     Paragraph,
     Table,
 )
+from hwsim.report.verdicts import ONE_MODEL, Verdict
 from hwsim.stats import Stat
 
 
@@ -46,6 +44,10 @@ def ci_text(v: Verdict) -> str:
     return f"[{pp(v.low)}, {pp(v.high)}]"
 
 
+def p_text(p: float | None) -> str:
+    return "n/a" if p is None or math.isnan(p) else f"{p:.3g}"
+
+
 def _table(headers, rows) -> Table:
     return Table(tuple(headers), tuple(tuple(r) for r in rows))
 
@@ -56,8 +58,18 @@ def _answers(report: Report, dataset: str) -> list[Block]:
     if unlearned:
         b.append(Notice(exclusion_text(unlearned), lead="Left out:", tone="warning"))
     answers = report.answers.get(dataset) or []
+    single = sorted({v.comparison for v in report.verdicts
+                     if v.dataset == dataset and v.chip_level})
+    if single and answers:
+        b.append(Notice(
+            "one trained model (training seed) per arm in " + ", ".join(single) + ": these "
+            "comparisons cannot speak for BN (or HWA) in general, only for the two trained "
+            "models measured; their tests run over chips and are labelled " + ONE_MODEL
+            + ". Train at least 2 seeds per arm (3 or more recommended) to test over trained "
+            "models.", lead="One trained model per arm:", tone="warning"))
     for a in answers:
-        b += [Heading(3, a.question), Paragraph(a.answer, lead=f"{a.short}.")]
+        lead = f"{a.short}." + (f" [{a.family}]" if a.family else "")
+        b += [Heading(3, a.question), Paragraph(a.answer, lead=lead)]
         if a.details:
             b.append(BulletList(a.details))
         b += [Table(t.headers, t.rows) for t in a.tables]
@@ -114,11 +126,13 @@ def report_document(report: Report) -> Document:
 
     b.append(Heading(2, "Appendix: tables"))
     if report.verdicts:
-        rows = [[v.dataset, v.arch, v.preset, v.condition, v.difference, pp(v.diff),
-                 ci_text(v), f"{v.n[0]} / {v.n[1]}", v.outcome] for v in report.verdicts]
+        rows = [[v.dataset, v.arch, v.preset, v.condition, v.difference
+                 + (" (accuracy)" if v.metric == "accuracy" else ""), pp(v.diff),
+                 ci_text(v), f"{v.n[0]} / {v.n[1]}", p_text(v.p), p_text(v.p_adj),
+                 str(v.family_size), v.test, v.outcome] for v in report.verdicts]
         b.append(Details(f"All {len(rows)} verdicts", (_table(
             ["dataset", "arch", "preset", "condition", "difference", "value (pp)",
-             "95% CI (pp)", "n", "verdict"], rows),)))
+             "95% CI (pp)", "n", "p", "Holm p", "family size", "test", "verdict"], rows),)))
     else:
         b.append(Paragraph("No pair of variants was measured under the same conditions."))
     for d in report.datasets:
