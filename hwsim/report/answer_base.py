@@ -8,14 +8,10 @@ from dataclasses import dataclass, field
 
 from hwsim.report.analysis import TOO_FEW, Group, PaperMetric
 from hwsim.report.figures import FigureSpec
+from hwsim.report.render import Table
 from hwsim.report.trends import Trend
 from hwsim.report.verdicts import ONE_MODEL, Comparison, Verdict, count_outcomes
-
-
-@dataclass(frozen=True)
-class AnswerTable:
-    headers: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
+from hwsim.stats import Stat
 
 
 @dataclass(frozen=True)
@@ -27,7 +23,7 @@ class Answer:
     short: str
     answer: str
     details: tuple[str, ...] = ()
-    tables: tuple[AnswerTable, ...] = ()
+    tables: tuple[Table, ...] = ()
     figures: tuple[FigureSpec, ...] = ()
     family: str = ""  # the tests behind the short answer and their correction
 
@@ -57,6 +53,13 @@ def pct(v: float) -> str:
 
 def pp(v: float) -> str:
     return f"{100 * v:+.1f} pp"
+
+
+def mean_ci(s: Stat) -> str:
+    """``"80.0 ± 1.2"`` (%, mean ± 95% CI half-width); n/a where undefined."""
+    if s.n == 0 or math.isnan(s.mean):
+        return "n/a"
+    return f"{100 * s.mean:.1f} ± " + ("n/a" if math.isnan(s.ci95) else f"{100 * s.ci95:.1f}")
 
 
 def count_text(verdicts: list[Verdict], outcomes: tuple[tuple[str, str], ...]) -> str:

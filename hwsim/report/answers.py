@@ -31,7 +31,6 @@ from hwsim.report.analysis import (
 )
 from hwsim.report.answer_base import (
     Answer,
-    AnswerTable,
     Findings,
     count_text,
     headline_word,
@@ -43,12 +42,13 @@ from hwsim.report.answer_base import (
 )
 from hwsim.report.context import mapping_text
 from hwsim.report.remedies import REMEDIES_QUESTION, answer_remedies
+from hwsim.report.render import Table
 from hwsim.report.trends import Trend
 from hwsim.report.verdicts import CLAIM_1, FOLDING, Verdict, family_text
 from hwsim.stats import min_trend_p
 from hwsim.util.timefmt import format_time
 
-__all__ = ["ANSWER_BUILDERS", "REMEDIES_QUESTION", "Answer", "AnswerTable", "Findings",
+__all__ = ["ANSWER_BUILDERS", "REMEDIES_QUESTION", "Answer", "Findings",
            "build_answers", "exclusion_text", "mapping_sentences", "paper_metric_table"]
 
 
@@ -100,7 +100,7 @@ def _published() -> str:
                      for (dataset, arch, noise), values in PAPER_RESULTS.items())
 
 
-def paper_metric_table(f: Findings) -> AnswerTable | None:
+def paper_metric_table(f: Findings) -> Table | None:
     """The paper's metric per (arch, preset, t) and variant, the no BN − BN kept verdict on
     it, and the published figures where the paper has them."""
     by: dict[tuple, dict[str, PaperMetric]] = {}
@@ -136,7 +136,7 @@ def paper_metric_table(f: Findings) -> AnswerTable | None:
     headers = ("arch", "preset", "η levels", *(f"{v} (%)" for v in variants),
                "no BN − BN kept (pp)", "95% CI (pp)", "verdict",
                *(("paper no BN (%)", "paper BN (%)") if published else ()))
-    return AnswerTable(headers, tuple(rows))
+    return Table(headers, tuple(rows))
 
 
 def answer_bn_layers(f: Findings) -> Answer | None:

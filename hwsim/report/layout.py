@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from hwsim.report.answer_base import mean_ci, p_text
 from hwsim.report.answers import exclusion_text
 from hwsim.report.build import Report
 from hwsim.report.context import VERDICT_METHOD, format_seconds
@@ -20,18 +21,10 @@ from hwsim.report.render import (
     Table,
 )
 from hwsim.report.verdicts import ONE_MODEL, Verdict
-from hwsim.stats import Stat
 
 
 def pct(v: float | None, digits: int = 1) -> str:
     return "—" if v is None or math.isnan(v) else f"{100 * v:.{digits}f}"
-
-
-def pct_ci(s: Stat) -> str:
-    if s.n == 0 or math.isnan(s.mean):
-        return "n/a"
-    ci = "n/a" if math.isnan(s.ci95) else f"{100 * s.ci95:.1f}"
-    return f"{100 * s.mean:.1f} ± {ci}"
 
 
 def pp(v: float) -> str:
@@ -42,10 +35,6 @@ def ci_text(v: Verdict) -> str:
     if math.isnan(v.low):
         return "n/a"
     return f"[{pp(v.low)}, {pp(v.high)}]"
-
-
-def p_text(p: float | None) -> str:
-    return "n/a" if p is None or math.isnan(p) else f"{p:.3g}"
 
 
 def _table(headers, rows) -> Table:
@@ -72,7 +61,7 @@ def _answers(report: Report, dataset: str) -> list[Block]:
         b += [Heading(3, a.question), Paragraph(a.answer, lead=lead)]
         if a.details:
             b.append(BulletList(a.details))
-        b += [Table(t.headers, t.rows) for t in a.tables]
+        b += list(a.tables)
         b += [Figure(f) for f in a.figures]
     if not answers:
         b.append(Paragraph("No question can be answered: no two variants were measured under "
@@ -91,7 +80,7 @@ def _model_table(models: list[dict]) -> Table:
             f"seed {u.seed} at {pct(u.accuracy)}% < {pct(u.threshold)}%" for u in m["unlearned"])
         bn = m["bn"] + (f", HWA {m['hwa']:g}" if m.get("hwa") else "")
         rows.append([m["arch"], bn, ", ".join(map(str, m["seeds"])), str(m["bn_layers"]),
-                     pct_ci(m["digital"]) if m["digital"].n > 1 else pct(m["digital"].mean),
+                     mean_ci(m["digital"]) if m["digital"].n > 1 else pct(m["digital"].mean),
                      learned, pct(m["full_test"]),
                      format_seconds(m["train_seconds"]) if m["train_seconds"] else "—"])
     return _table(["arch", "BN", "seeds", "BN layers", "digital acc. (%) on evaluated images",
@@ -137,8 +126,8 @@ def report_document(report: Report) -> Document:
         b.append(Paragraph("No pair of variants was measured under the same conditions."))
     for d in report.datasets:
         rows = [[g.arch, g.variant if g.learned else f"{g.variant} (did not learn)", g.preset,
-                 g.condition, str(g.accuracy.n), pct(g.digital), pct_ci(g.accuracy),
-                 pct_ci(g.normalised)] for g in report.groups if g.dataset == d]
+                 g.condition, str(g.accuracy.n), pct(g.digital), mean_ci(g.accuracy),
+                 mean_ci(g.normalised)] for g in report.groups if g.dataset == d]
         b.append(Details(f"Results on {d}: every cell group ({len(rows)} rows)", (_table(
             ["arch", "variant", "preset", "condition", "n", "digital acc. (%)",
              "analog acc. (%) ± 95% CI", "normalised acc. (%) ± 95% CI"], rows),)))

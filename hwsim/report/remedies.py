@@ -3,8 +3,6 @@ the variant it should improve, and the paper's comparison (BN vs no BN) once rem
 
 from __future__ import annotations
 
-import math
-
 from hwsim.report.analysis import (
     BN_RECAL,
     NO_BN,
@@ -16,9 +14,9 @@ from hwsim.report.analysis import (
     split_variant,
     variant_order,
 )
-from hwsim.report.answer_base import Answer, AnswerTable, Findings, count_text, plural, pp, unit
+from hwsim.report.answer_base import Answer, Findings, count_text, mean_ci, plural, pp, unit
+from hwsim.report.render import Table
 from hwsim.report.verdicts import CLAIM_1, Verdict, family_text
-from hwsim.stats import Stat
 
 REMEDIES_QUESTION = ("Remedies — does the paper's finding survive BN recalibration and "
                      "hardware-aware training?")
@@ -133,13 +131,7 @@ def _calibration_lines(f: Findings) -> list[str]:
             f"noise; measured seconds per recalibration: {cost}."]
 
 
-def _mean_ci(s: Stat) -> str:
-    if s.n == 0 or math.isnan(s.mean):
-        return "n/a"
-    return f"{100 * s.mean:.1f} ± " + ("n/a" if math.isnan(s.ci95) else f"{100 * s.ci95:.1f}")
-
-
-def remedies_table(f: Findings) -> AnswerTable | None:
+def remedies_table(f: Findings) -> Table | None:
     """Analog accuracy (absolute, %, mean ± 95% CI over the cells) of every variant, one row
     per (arch, preset, level), for the architectures with a remedy: absolute, because a
     hardware-aware model's own digital accuracy is another denominator than the standard
@@ -157,8 +149,8 @@ def remedies_table(f: Findings) -> AnswerTable | None:
     for (arch, preset, eta, t), vs in sorted(by.items(), key=lambda kv: (
             kv[0][0], kv[0][1], none_first(kv[0][2]), none_first(kv[0][3]))):
         rows.append((arch, preset, condition_label(eta, t),
-                     *(_mean_ci(vs[v].accuracy) if v in vs else "—" for v in variants)))
-    return AnswerTable(("arch", "preset", "condition", *(f"{v} (%)" for v in variants)),
+                     *(mean_ci(vs[v].accuracy) if v in vs else "—" for v in variants)))
+    return Table(("arch", "preset", "condition", *(f"{v} (%)" for v in variants)),
                        tuple(rows))
 
 
