@@ -8,7 +8,7 @@ from torch import nn
 from hwsim.devices import DevicePreset
 from hwsim.engine.aihwkit_engine import AihwkitCppEngine, AihwkitEngine
 from hwsim.engine.base import Engine, derive_seed
-from hwsim.engine.fast import FastEngine
+from hwsim.engine.fast_engine import FastEngine
 from hwsim.errors import ConfigError
 
 ENGINES: dict[str, type[Engine]] = {
