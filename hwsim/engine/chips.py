@@ -97,6 +97,18 @@ class ChipModel:
                 row_len += [t.in_end - t.in_start] * (t.out_end - t.out_start)
             self.layers.append((name, state.out_size, state.in_size, state.bias, tiles))
         self.clean = torch.cat(blocks)
+        # weight noise is drawn layer by layer, each in its weight's own shape and order (as
+        # hwsim.noise does for the aihwkit engines: the same draws from the same seed), then
+        # laid out tile by tile
+        self.weight_shapes = [modules[name].weight.shape for name, *_ in self.layers]
+        position = []
+        for _, out_size, in_size, _, tiles in self.layers:
+            index = torch.empty(out_size, in_size, dtype=torch.long)
+            for i0, i1, o0, o1, s in tiles:
+                index[o0:o1, i0:i1] = torch.arange(s, s + (o1 - o0) * (i1 - i0)).view(
+                    o1 - o0, i1 - i0)
+            position.append(index.reshape(-1))
+        self.noise_position = torch.cat(position)
         self.n_tiles = len(tile_len)
         self.tile_len = torch.tensor(tile_len)
         self.seg = torch.repeat_interleave(torch.arange(self.n_tiles), self.tile_len)
@@ -134,7 +146,9 @@ class ChipModel:
 
     def _weight_noise(self, w: torch.Tensor) -> torch.Tensor:
         spec = self.preset.weight_noise
-        noise = torch.randn(w.shape)
+        noise = torch.empty_like(w)
+        noise[self.noise_position] = torch.cat([torch.randn(s).reshape(-1)
+                                                for s in self.weight_shapes])
         if spec.type == "additive":
             return w + spec.eta * self.layer_std * noise
         return w * (1.0 + spec.eta * noise)
