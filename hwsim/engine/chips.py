@@ -78,9 +78,10 @@ class ChipModel:
     """
 
     def __init__(self, digital: nn.Module, preset: DevicePreset,
-                 layout: dict[str, LayerState], readout_forward=None):
+                 layout: dict[str, LayerState], readout_forward=None, io=None):
         self.preset = preset
         self.readout_forward = readout_forward  # tile weight (out, in) -> noisy eye readout
+        self.io = io  # the forward IO (hwsim.engine.fast_io._IO), None for a perfect forward
         modules = dict(digital.named_modules())
         self.layers = []  # (name, out_size, in_size, bias, [(i0, i1, o0, o1, start)])
         blocks, tile_len, row_len = [], [], []
@@ -220,21 +221,37 @@ class ChipModel:
         mu = (-0.0155 * log_rel + 0.0244).clamp(min=0.049, max=0.1)
         sd = (-0.0125 * log_rel - 0.0059).clamp(min=0.008, max=0.045)
         nu = (mu + sd * torch.randn(g.shape)).abs().clamp(min=0.0) * spec.drift_scale
-        return (g_prog[0] - g_prog[1]) / ratio, nu
+        programmed = (g_prog[0] - g_prog[1]) / ratio
+        return programmed, self._pcm_drift_terms(programmed, nu)
 
-    def _pcm_drift(self, w: torch.Tensor, nu: torch.Tensor, t_inference: float) -> torch.Tensor:
-        spec, g_max = self.preset.noise_model, self._pcm_g_max()
+    def _pcm_drift_terms(self, w: torch.Tensor, nu: torch.Tensor):
+        """What drift needs of a programmed chip, once per chip.
+
+        aihwkit maps the programmed weights to a pair of conductances again at every drift:
+        one device of each pair is 0 there, and drift and read noise (both proportional to
+        g) keep it at 0, so only the other one is followed: its weight ``w`` (``+-g/ratio``),
+        its exponent ``nu`` and its read-noise amplitude ``q_s``.
+        """
+        g_max = self._pcm_g_max()
         g, ratio = self._pcm_conductances(w)
+        live = (g[0] > 0) | (g[1] == 0)  # the device that carries the weight
+        g_live = torch.where(live, g[0], g[1])
+        nu_live = torch.where(live, nu[0], nu[1])
+        signed = torch.where(live, g_live, -g_live) / ratio
+        q_s = (0.0088 / ((g_live / g_max) ** 0.65).clamp(min=1e-3)).clamp(max=0.2)
+        return signed, nu_live, q_s
+
+    def _pcm_drift(self, w: torch.Tensor, terms, t_inference: float) -> torch.Tensor:
+        spec = self.preset.noise_model
+        signed, nu, q_s = terms
         t = t_inference + PCM_T0
-        g_drift = g * (t / PCM_T0) ** (-nu) if t > PCM_T0 else g
-        if t > 0:
-            q_s = (0.0088 / ((g.abs() / g_max) ** 0.65).clamp(min=1e-3)).clamp(max=0.2)
-            sig = q_s * math.sqrt(math.log((t + PCM_T_READ) / (2 * PCM_T_READ)))
-            g_final = g_drift + g_drift.abs() * spec.read_noise_scale * sig * torch.randn(g.shape)
-        else:
-            g_final = g
-        g_final = g_final.clamp(min=0.0)
-        return (g_final[0] - g_final[1]) / ratio
+        if t <= 0:
+            return signed.clone()
+        drifted = signed * torch.exp(nu * -math.log(t / PCM_T0)) if t > PCM_T0 else signed
+        sig = spec.read_noise_scale * math.sqrt(math.log((t + PCM_T_READ) / (2 * PCM_T_READ)))
+        # g + |g| sig q_s N, clipped at 0: on the signed weight, a factor clipped at 0
+        factor = torch.randn(signed.shape).mul_(q_s).mul_(sig).add_(1.0).clamp_(min=0.0)
+        return drifted.mul_(factor) if drifted is not signed else drifted * factor
 
     # ------------------------------------------------------------ ReRAM CMO
 
@@ -278,14 +295,40 @@ class ChipModel:
     def _readout(self, w: torch.Tensor) -> torch.Tensor:
         """Per tile, GlobalDriftCompensation's read-out: mean |forward(eye)|, clamped."""
         if self.preset.forward.is_perfect or self.readout_forward is None:
-            total = w.new_zeros(self.n_tiles).index_add_(0, self.seg, w.abs())
-            return (total / self.tile_len).clamp(min=READOUT_MIN)
-        values = []
+            return self._seg_mean(w.abs())
+        io = self.io
+        redo = torch.ones(self.n_tiles, dtype=torch.bool)
+        values = torch.zeros(self.n_tiles)
+        if io is not None and io.spec.inp_noise == 0:
+            # The read-out vectors are one-hot: each input vector's (abs-)max is 1, so noise
+            # management leaves it alone; the DAC turns the 1 into ``v``; each output is one
+            # weight times v plus output noise, through the ADC. Tiles that clip at the ADC
+            # under bound management (it would redo them) take the forward below.
+            v = 1.0 if io.inp_step == 0 else round(1.0 / io.inp_step) * io.inp_step
+            v = min(v, io.inp_bound) if io.clamp_input else v
+            y = w * v
+            if io.spec.out_noise > 0:
+                y = y + io.spec.out_noise * torch.randn(w.shape)
+            if io.out_step > 0:
+                y = torch.round(y / io.out_step) * io.out_step
+            over = y.abs() > io.out_bound
+            y = y.clamp(-io.out_bound, io.out_bound)
+            values = self._seg_mean(y.abs(), clamp=False)
+            redo = self._seg_max(over.float(), self.seg, self.n_tiles) > 0 if io.bm else \
+                torch.zeros(self.n_tiles, dtype=torch.bool)
+        k = 0
         for _, _, _, _, tiles in self.layers:
             for i0, i1, o0, o1, s in tiles:
-                block = w[s:s + (i1 - i0) * (o1 - o0)].view(o1 - o0, i1 - i0)
-                values.append(self.readout_forward(block).abs().mean())
-        return torch.stack(values).clamp(min=READOUT_MIN)
+                if redo[k]:
+                    block = w[s:s + (i1 - i0) * (o1 - o0)].view(o1 - o0, i1 - i0)
+                    values[k] = self.readout_forward(block).abs().mean()
+                k += 1
+        return values.clamp(min=READOUT_MIN)
+
+    def _seg_mean(self, x: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        total = x.new_zeros(self.n_tiles).index_add_(0, self.seg, x)
+        mean = total / self.tile_len
+        return mean.clamp(min=READOUT_MIN) if clamp else mean
 
     def _check_finite(self) -> None:
         if bool(torch.isfinite(self.weights).all()):

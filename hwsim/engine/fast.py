@@ -108,6 +108,12 @@ class _FastAnalogLayer(nn.Module):
     def __init__(self, state: LayerState, io: _IO, kernel: tuple[int, int] | None):
         super().__init__()
         self.io = io
+        self.kernel_size = kernel
+        self.set_state(state)
+
+    def set_state(self, state: LayerState) -> None:
+        """Take this chip's tiles (a new chip or time: the layer is reused, not rebuilt)."""
+        io, kernel = self.io, self.kernel_size
         self.out_size = state.out_size
         by_chunk: dict[tuple[int, int], list[TileState]] = {}
         for t in state.tiles:

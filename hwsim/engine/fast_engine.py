@@ -69,7 +69,8 @@ class FastEngine(AihwkitEngine):
                 analog = convert_to_analog(copy.deepcopy(self.digital).cpu(), self.rpu_config)
             layout = read_layers(analog.eval())
             self._chip = chips.ChipModel(self.digital, self.preset, layout,
-                                         self._readout_forward if self.io else None)
+                                         self._readout_forward if self.io else None,
+                                         self.io)
         return self._chip
 
     def _readout_forward(self, weight: torch.Tensor) -> torch.Tensor:
@@ -109,9 +110,11 @@ class FastEngine(AihwkitEngine):
         """The digital model with these tiles in place of its conv/linear layers.
 
         One copy of the digital model per engine: each chip resets its digital state
-        (BN statistics a recalibration changed) and replaces its analog layers.
+        (BN statistics a recalibration changed) and hands its tiles to the analog layers,
+        which are built once and reused.
         """
-        if self._base is None:
+        fresh = self._base is None
+        if fresh:
             self._base = copy.deepcopy(self.digital).cpu()
             self._digital_state = {k: v for k, v in self.digital.state_dict().items()
                                    if k.rpartition(".")[0] not in states}
@@ -123,6 +126,7 @@ class FastEngine(AihwkitEngine):
         model = self._base
         modules = dict(model.named_modules())
         digital = dict(self.digital.named_modules())
+        on_cpu = self.device.type == "cpu"
         for name, state in states.items():
             layer = modules[name]
             if self.io is None:  # perfect forward: one effective weight, native kernel
@@ -130,6 +134,12 @@ class FastEngine(AihwkitEngine):
                 if layer.bias is not None:
                     layer.bias.copy_(state.bias if state.bias is not None
                                      else torch.zeros_like(layer.bias))
+                continue
+            if not fresh and isinstance(layer, (FastAnalogConv2d, FastAnalogLinear)):
+                layer.set_state(state)
+                layer._packed = None
+                if not on_cpu:
+                    layer.to(self.device)
                 continue
             source = digital[name]
             fast = (FastAnalogConv2d(source, state, self.io) if isinstance(source, nn.Conv2d)
@@ -140,4 +150,6 @@ class FastEngine(AihwkitEngine):
                 parent[int(child)] = fast
             else:
                 setattr(parent, child, fast)
-        self._fast = model.to(self.device).eval()
+        if fresh or not on_cpu:
+            model.to(self.device)
+        self._fast = model.eval()
