@@ -130,6 +130,7 @@ class ChipModel:
         self.map_scale = self._mapped[1] if self._mapped else None  # (n_rows,) mapping scales
         self.alpha = torch.ones(self.n_tiles)
         self.programmed = self.nu = self.baseline = None
+        self._fixed = None  # the PCM programming terms of fixed mapped weights
 
     # ------------------------------------------------------------ per-tile reductions
 
@@ -209,37 +210,45 @@ class ChipModel:
         scaled = w * ratio
         return torch.stack([scaled.clamp(0.0, g_max), (-scaled).clamp(0.0, g_max)]), ratio
 
-    def _pcm_program(self, w: torch.Tensor):
+    def _pcm_fixed(self, w: torch.Tensor) -> dict:
+        """What programming needs of the mapped weights ``w``: the pair's target
+        conductances, their programming-noise sigma and drift-exponent mean and spread
+        (computed once per engine when the mapped weights are fixed)."""
+        if self._fixed is not None and self._fixed["w"] is w:
+            return self._fixed
         spec, g_max = self.preset.noise_model, self._pcm_g_max()
         g, ratio = self._pcm_conductances(w)
         rel = g / g_max
         c0, c1, c2 = PCM_PROG_COEFF
-        sig = (c0 + rel * c1 + rel * rel * c2) * (g_max / PCM_COEFF_G_MAX_REFERENCE)
-        g_prog = (g + spec.prog_noise_scale * sig * torch.randn(g.shape)).clamp_(min=0.0)
-        g_rel = rel.abs().clamp(min=ZERO_CLIP)
-        log_rel = g_rel.log()
+        sig = (c0 + rel * c1 + rel * rel * c2) * (g_max / PCM_COEFF_G_MAX_REFERENCE
+                                                  * spec.prog_noise_scale)
+        log_rel = rel.abs().clamp(min=ZERO_CLIP).log()
         mu = (-0.0155 * log_rel + 0.0244).clamp(min=0.049, max=0.1)
         sd = (-0.0125 * log_rel - 0.0059).clamp(min=0.008, max=0.045)
-        nu = (mu + sd * torch.randn(g.shape)).abs().clamp(min=0.0) * spec.drift_scale
-        programmed = (g_prog[0] - g_prog[1]) / ratio
-        return programmed, self._pcm_drift_terms(programmed, nu)
+        fixed = {"w": w, "g": g, "sig": sig, "ratio": ratio, "mu": mu, "sd": sd}
+        if self._mapped is not None:
+            self._fixed = fixed
+        return fixed
 
-    def _pcm_drift_terms(self, w: torch.Tensor, nu: torch.Tensor):
-        """What drift needs of a programmed chip, once per chip.
-
-        aihwkit maps the programmed weights to a pair of conductances again at every drift:
-        one device of each pair is 0 there, and drift and read noise (both proportional to
-        g) keep it at 0, so only the other one is followed: its weight ``w`` (``+-g/ratio``),
-        its exponent ``nu`` and its read-noise amplitude ``q_s``.
-        """
-        g_max = self._pcm_g_max()
-        g, ratio = self._pcm_conductances(w)
-        live = (g[0] > 0) | (g[1] == 0)  # the device that carries the weight
-        g_live = torch.where(live, g[0], g[1])
-        nu_live = torch.where(live, nu[0], nu[1])
-        signed = torch.where(live, g_live, -g_live) / ratio
-        q_s = (0.0088 / ((g_live / g_max) ** 0.65).clamp(min=1e-3)).clamp(max=0.2)
-        return signed, nu_live, q_s
+    def _pcm_program(self, w: torch.Tensor):
+        """Programming noise on both devices of each pair; the drift exponent of the device
+        that carries the programmed weight (the other one's never acts: see
+        :meth:`_pcm_drift`), drawn as aihwkit draws every device's."""
+        f = self._pcm_fixed(w)
+        g_prog = torch.randn(f["g"].shape).mul_(f["sig"]).add_(f["g"]).clamp_(min=0.0)
+        programmed = (g_prog[0] - g_prog[1]).div_(f["ratio"])
+        live = programmed > 0  # g+ carries it (g- where negative; zero weights stay zero)
+        mu = torch.where(live, f["mu"][0], f["mu"][1])
+        sd = torch.where(live, f["sd"][0], f["sd"][1])
+        nu = torch.randn(programmed.shape).mul_(sd).add_(mu).abs_()
+        if self.preset.noise_model.drift_scale != 1.0:
+            nu.mul_(self.preset.noise_model.drift_scale)
+        # aihwkit maps the programmed weights to a pair of conductances again at every
+        # drift: per tile |w|max -> g_max, one device of each pair 0 (it stays 0)
+        abs_max = self._seg_max(programmed.abs(), self.seg, self.n_tiles).clamp(min=ZERO_CLIP)
+        rel = programmed.abs().div_(abs_max[self.seg])
+        q_s = (0.0088 / rel.pow_(0.65).clamp_(min=1e-3)).clamp_(max=0.2)
+        return programmed, (programmed, nu, q_s)
 
     def _pcm_drift(self, w: torch.Tensor, terms, t_inference: float) -> torch.Tensor:
         spec = self.preset.noise_model
