@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 from click.testing import CliRunner
+from scipy.stats import ttest_ind
 from torch.optim.swa_utils import update_bn
 
 from hwsim import stats
@@ -168,14 +169,18 @@ def test_engines_agree_exactly_on_weight_noise_presets(cnn_bn_digits, digits):
 
 @pytest.mark.parametrize("name", ["pcm"])
 def test_recal_accuracy_distribution_matches_aihwkit(name, cnn_bn_digits, digits):
-    """As tests/test_engine.py does for BN kept: same programmed chips (same seeds), 10
-    repeats; each engine's mean accuracy lies within the other's 95% confidence interval."""
+    """As tests/test_engine.py does for BN kept: each engine programs its own chips (independent
+    draws of one distribution), 10 repeats; Welch's t-test does not reject equal mean
+    accuracies at alpha = 0.01."""
     ckpt = analog(cnn_bn_digits[0], name)
     results = {engine: infer(ckpt, digits, engine, times=(1.0, 31536000.0), repeats=10,
                              calib_size=128) for engine in ("aihwkit", "fast")}
     for ref, fast in zip(results["aihwkit"].summary, results["fast"].summary):
         assert ref.t_inference == fast.t_inference
-        assert abs(fast.mean - ref.mean) <= min(ref.ci95, fast.ci95), (name, ref, fast)
+        acc = {e: [r.accuracy for r in results[e].records if r.t_inference == ref.t_inference]
+               for e in results}
+        p_value = ttest_ind(acc["fast"], acc["aihwkit"], equal_var=False).pvalue
+        assert p_value > 0.01, (name, ref, fast, p_value)
 
 
 def test_aihwkit_cpp_engine_recalibrates(cnn_bn_digits, digits):

@@ -8,7 +8,7 @@ from torch import nn
 from hwsim.analog.presets import DevicePreset
 from hwsim.engine.aihwkit_engine import AihwkitCppEngine, AihwkitEngine
 from hwsim.engine.base import Engine
-from hwsim.engine.fast import FastEngine
+from hwsim.engine.fast_engine import FastEngine
 from hwsim.registry import Registry
 
 ENGINES: Registry[type[Engine]] = Registry("engine")

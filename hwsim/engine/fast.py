@@ -1,8 +1,8 @@
-"""The fast engine: aihwkit's inference semantics on native torch kernels.
+"""The fast engine's forward: aihwkit's inference semantics on native torch kernels.
 
-Programming, drift and drift compensation are aihwkit's own (the cheap part: once per chip
-and time, on the same seeded torch tiles as the ``aihwkit`` engine, so both engines program
-identical chips). What is replaced is the forward pass:
+The chips themselves (programming, drift, compensation) are drawn by
+:mod:`hwsim.engine.chips`, and :mod:`hwsim.engine.fast_engine` assembles the model. What this
+module replaces is aihwkit's forward pass:
 
 * presets with a perfect forward (``gaussian``, ``pcm-weights-only``, ``ideal``): each
   layer's tiles are read out once per chip and time, multiplied by their digital scales
@@ -45,17 +45,13 @@ random streams.
 
 from __future__ import annotations
 
-import copy
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwsim.analog.presets import DevicePreset, ForwardSpec
 from hwsim.engine import kernels
-from hwsim.engine.aihwkit_engine import AihwkitEngine
-from hwsim.engine.tiles import LayerState, TileState, read_layers
+from hwsim.engine.fast_io import _IO, _input_may_exceed_bound, _step  # noqa: F401
+from hwsim.engine.tiles import LayerState, TileState
 
 # Work on at most this many unfolded input elements at a time: the chunk, its quantised copy
 # and its outputs stay in cache, which is what makes the element-wise work cheap.
@@ -79,79 +75,6 @@ def standard_normal(shape: tuple[int, ...], device: torch.device) -> torch.Tenso
 # The fused kernel draws its own normals (in parallel, counter-based, from a seed taken from
 # torch's generator) unless ``standard_normal`` has been replaced, when it adds that one's.
 _OWN_NORMALS = standard_normal
-
-
-class _IO:
-    """The forward IO settings, resolved as aihwkit's torch tile (``AnalogMVM``) uses them."""
-
-    def __init__(self, spec: ForwardSpec, max_bm_factor: float = 1000.0, max_bm_res: float = 0.25):
-        # max_bm_factor / max_bm_res: aihwkit's IOParameters defaults (not preset options)
-        self.spec = spec
-        self.inp_step = _step(spec.inp_res, spec.inp_bound)
-        self.out_step = _step(spec.out_res, spec.out_bound)
-        self.inp_bound = spec.inp_bound if spec.inp_bound > 0 else math.inf
-        self.out_bound = spec.out_bound if spec.out_bound > 0 else math.inf
-        self.nm = spec.noise_management
-        self.bm = spec.bound_management != "none"
-        self.max_bm_factor = max_bm_factor
-        self.max_bm_reduction = max_bm_res / self.inp_step if self.inp_step > 0 else math.inf
-        self.clamp_input = _input_may_exceed_bound(spec, self.inp_step)
-        # the fused CPU kernel computes every setting but input noise
-        self.kernel = None if spec.inp_noise > 0 else kernels.KernelIO(
-            noise_management=self.nm, inp_step=self.inp_step, inp_bound=self.inp_bound,
-            clamp_input=self.clamp_input, out_step=self.out_step, out_bound=self.out_bound,
-            out_noise=spec.out_noise)
-
-    def dac_gain(self, nm: torch.Tensor, reduction: float) -> torch.Tensor:
-        """Per input row, the factor that takes it to DAC levels: 1 / (nm x reduction x step).
-
-        A row's (abs-)max element lands on 1 / (reduction x step) levels. Where that is a
-        half-integer, a rounding tie in every row (31.5 levels for aihwkit's 7-bit DAC after
-        one bound-management halving), the level it rounds to depends on the last bit of the
-        float arithmetic; aihwkit's arithmetic (scale by 1/nm/reduction, then divide by the
-        step) decides it, so each row's factor is nudged by an ulp or two until that element
-        rounds as in aihwkit. Other elements meet a tie only by chance.
-        """
-        step = self.inp_step or 1.0
-        gain = 1.0 / (nm * (reduction * step))
-        top = 1.0 / (reduction * step)
-        if self.inp_step == 0 or self.nm == "none" or abs(top % 1.0 - 0.5) > 1e-6 * top:
-            return gain
-        want = torch.round(nm * (nm.reciprocal() / reduction) / self.inp_step)  # as aihwkit
-        for _ in range(8):
-            got = torch.round(nm * gain)
-            if torch.equal(got, want):
-                break
-            toward = torch.where(got > want, 0.0, math.inf)
-            gain = torch.where(got == want, gain, torch.nextafter(gain, toward))
-        return gain
-
-    def all_zero_input(self, nm: torch.Tensor) -> bool:
-        """aihwkit returns zeros, without output noise, when every input vector is zero."""
-        return self.spec.inp_noise <= 0.0 and bool((nm == 0).all())
-
-
-def _input_may_exceed_bound(spec: ForwardSpec, inp_step: float) -> bool:
-    """Whether the DAC's clamp to ``inp_bound`` can act.
-
-    Abs-max noise management scales every input vector into [-1, 1] (bound management only
-    shrinks it further); the DAC then rounds 1 to its nearest level. When that level lies
-    within the bound (aihwkit's defaults: 63 steps of 2/126 = 1), the clamp never acts and
-    the fast path skips it. Under ``max`` or ``none`` noise management inputs are unbounded.
-    """
-    if spec.noise_management != "abs_max":
-        return True
-    top = round(1.0 / inp_step) * inp_step if inp_step > 0 else 1.0
-    bound = spec.inp_bound if spec.inp_bound > 0 else math.inf
-    return top > bound * (1.0 + 1e-9)
-
-
-def _step(res: float, bound: float) -> float:
-    """aihwkit's ``UniformQuantize`` step: a resolution (or 1/levels) times the range 2*bound."""
-    if res <= 0:
-        return 0.0
-    res = 1.0 / res if res > 1.0 else res
-    return res * (2.0 * bound)  # aihwkit's association: the same float
 
 
 class _Group:
@@ -185,6 +108,12 @@ class _FastAnalogLayer(nn.Module):
     def __init__(self, state: LayerState, io: _IO, kernel: tuple[int, int] | None):
         super().__init__()
         self.io = io
+        self.kernel_size = kernel
+        self.set_state(state)
+
+    def set_state(self, state: LayerState) -> None:
+        """Take this chip's tiles (a new chip or time: the layer is reused, not rebuilt)."""
+        io, kernel = self.io, self.kernel_size
         self.out_size = state.out_size
         by_chunk: dict[tuple[int, int], list[TileState]] = {}
         for t in state.tiles:
@@ -451,53 +380,3 @@ class FastAnalogConv2d(_FastAnalogLayer):
                         group_rows, group_nm, x.device)
         # (N*Ho*Wo, C_out) is NHWC: an NCHW view in channels-last memory, no copy
         return out.view(n, ho, wo, self.out_channels).permute(0, 3, 1, 2)
-
-
-class FastEngine(AihwkitEngine):
-    """Programs and drifts with aihwkit's torch tiles; runs the forward pass natively."""
-
-    name = "fast"
-
-    def __init__(self, digital: nn.Module, preset: DevicePreset, device: torch.device):
-        super().__init__(digital, preset, device)
-        self.io = None if preset.forward.is_perfect else _IO(preset.forward)
-        self._fast: nn.Module | None = None
-
-    @property
-    def model(self) -> nn.Module:
-        if self._fast is None:
-            raise RuntimeError("program() first")
-        return self._fast
-
-    def program(self, seed: int) -> None:
-        super().program(seed)
-        self._rebuild()
-
-    def drift(self, t_inference: float, seed: int) -> None:
-        super().drift(t_inference, seed)
-        if self.preset.time_dependent:
-            self._rebuild()
-
-    @torch.no_grad()
-    def _rebuild(self) -> None:
-        """The digital model with this chip's current tiles in place of conv/linear layers."""
-        states = read_layers(self._analog)
-        model = copy.deepcopy(self.digital).cpu()
-        modules = dict(model.named_modules())
-        for name, state in states.items():
-            layer = modules[name]
-            if self.io is None:  # perfect forward: one effective weight, native kernel
-                layer.weight.copy_(state.effective_weight().view_as(layer.weight))
-                if layer.bias is not None:
-                    layer.bias.copy_(state.bias if state.bias is not None
-                                     else torch.zeros_like(layer.bias))
-                continue
-            fast = (FastAnalogConv2d(layer, state, self.io) if isinstance(layer, nn.Conv2d)
-                    else FastAnalogLinear(state, self.io))
-            parent_name, _, child = name.rpartition(".")
-            parent = modules[parent_name] if parent_name else model
-            if isinstance(parent, nn.Sequential) and child.isdigit():
-                parent[int(child)] = fast
-            else:
-                setattr(parent, child, fast)
-        self._fast = model.to(self.device).eval()
