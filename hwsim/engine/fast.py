@@ -159,18 +159,19 @@ class _FastAnalogLayer(nn.Module):
         for g, c, packed in zip(self.groups, channels, self._packed):
             for (o0, o1, _, _), tile in zip(g.tiles, packed):
                 y = out if single else out.new_empty(n_rows, o1 - o0)
-                reduction = 1.0
-                while True:  # iterative bound management, batch-global as in aihwkit
-                    last = not io.bm or reduction > io.max_bm_factor \
-                        or reduction > io.max_bm_reduction
+                nonzero = True
+
+                def attempt(reduction: float, last: bool, c=c, tile=tile, y=y,
+                            width=o1 - o0) -> bool:
+                    nonlocal nonzero
                     noise = None if standard_normal is _OWN_NORMALS else \
-                        standard_normal((n_rows, o1 - o0), x.device)
+                        standard_normal((n_rows, width), x.device)
                     clipped, nonzero = kernels.mvm(
                         x, c, kernel, stride, padding, tile, io.kernel, reduction, y,
                         kernels.draw_seed(), redo_if_clipped=not last, noise=noise)
-                    if last or not clipped or not nonzero:
-                        break
-                    reduction *= 2.0
+                    return clipped and nonzero
+
+                io.bound_managed(attempt)
                 if not nonzero:  # every input vector zero: aihwkit returns zeros, no noise
                     if single:
                         out.zero_()
@@ -203,8 +204,9 @@ class _FastAnalogLayer(nn.Module):
             for o0, o1, w, s in g.tiles:
                 y = out if single else out.new_empty(n_rows, o1 - o0)
                 post = (s, self.bias) if single else (None, None)
-                reduction = 1.0
-                while True:  # iterative bound management, batch-global as in aihwkit
+
+                def attempt(reduction: float, last: bool, g=g, nm=nm, w=w, y=y,
+                            post=post) -> bool:
                     clipped = False
                     for k in range(n_chunks):
                         r0, r1 = chunk_rows(k)
@@ -213,10 +215,9 @@ class _FastAnalogLayer(nn.Module):
                         # pass from the unfolded view into a fresh buffer
                         x = group_rows(g, k, io.dac_gain(nm[r0:r1], reduction))
                         clipped |= self._mvm(x, w, scale, y[r0:r1], *post)
-                    if not clipped or not io.bm or reduction > io.max_bm_factor \
-                            or reduction > io.max_bm_reduction:
-                        break
-                    reduction *= 2.0
+                    return clipped
+
+                io.bound_managed(attempt)
                 if single:
                     bias_added = True
                 else:

@@ -59,6 +59,19 @@ class _IO:
         """aihwkit returns zeros, without output noise, when every input vector is zero."""
         return self.spec.inp_noise <= 0.0 and bool((nm == 0).all())
 
+    def bound_managed(self, attempt) -> None:
+        """aihwkit's iterative bound management, batch-global: ``attempt(reduction, last)``
+        computes the MVM with inputs reduced by ``reduction`` (1, 2, 4, ...) and returns
+        whether it must be redone (an output clipped); ``last`` says no redo will follow
+        (bound management off, or its limits reached). The one loop of both paths."""
+        reduction = 1.0
+        while True:
+            last = not self.bm or reduction > self.max_bm_factor \
+                or reduction > self.max_bm_reduction
+            if not attempt(reduction, last) or last:
+                return
+            reduction *= 2.0
+
 
 def _input_may_exceed_bound(spec: ForwardSpec, inp_step: float) -> bool:
     """Whether the DAC's clamp to ``inp_bound`` can act.
