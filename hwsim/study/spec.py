@@ -171,10 +171,6 @@ def load_study(name_or_path: str | Path) -> Study:
         if plan.name not in DATASETS:
             raise bad(f"datasets[{i}].name", f"unknown dataset {plan.name!r}; choose one of: "
                                              f"{', '.join(DATASETS)}")
-        for key in ("epochs", "batch_size", "train_subset", "test_subset"):
-            value = getattr(plan, key)
-            if value is not None and value < 1:
-                raise bad(f"datasets[{i}].{key}", f"must be >= 1, got {value}")
         if plan.architectures is not None:
             key = f"datasets[{i}].architectures"
             check_list(key, plan.architectures, True)
@@ -191,15 +187,10 @@ def load_study(name_or_path: str | Path) -> Study:
             raise bad("learned_factor", f"must be above 1 (chance) and below the number of "
                                         f"classes of {plan.name} ({classes}), got "
                                         f"{study.learned_factor:g}")
-    if study.repeats < 1:
-        raise bad("repeats", f"must be >= 1, got {study.repeats}")
     try:
         ENGINES.check(study.engine)
     except ConfigError as e:
         raise bad("engine", str(e)) from None
-    for i, eta in enumerate(study.etas):
-        if eta < 0:
-            raise bad(f"etas[{i}]", f"must be >= 0, got {eta}")
     _check_remedies(study, raw, bad)
     presets = study_presets(study)
     for i, name in enumerate(study.presets):
@@ -215,25 +206,15 @@ def load_study(name_or_path: str | Path) -> Study:
 
 
 def _check_remedies(study: Study, raw: dict, bad) -> None:
-    """calib_size only with BN mode recal, and >= 1; hwa levels >= 0; hwa_clip > 0 and only
-    with an HWA level above 0."""
+    """calib_size only with BN mode recal, hwa_clip only with an HWA level above 0 (their
+    ranges are checked by the shared rules, in Study.__post_init__)."""
     if "calib_size" in raw:
         if "recal" not in study.bn_modes:
             raise bad("calib_size", "set, but bn_modes does not list 'recal' (choose from "
                                     "keep, fold, recal); add recal or leave calib_size out")
-        if study.calib_size < 1:
-            raise bad("calib_size", f"must be >= 1 (training images per recalibration), got "
-                                    f"{study.calib_size}")
     if "recal" in study.bn_modes and "bn" not in study.bn:
         raise bad("bn_modes", "'recal' needs models with BN, but bn lists only 'no-bn'")
-    for i, level in enumerate(study.hwa):
-        if level < 0:
-            raise bad(f"hwa[{i}]", f"must be >= 0 (training weight noise, x max|W|; 0: "
-                                   f"standard training), got {level:g}")
     if study.hwa_clip is not None:
-        if study.hwa_clip <= 0:
-            raise bad("hwa_clip", f"must be > 0 (clip at +-hwa_clip x std(W)) or null, got "
-                                  f"{study.hwa_clip:g}")
         if not any(study.hwa):
             raise bad("hwa_clip", "set, but hwa lists no training noise above 0 (e.g. "
                                   "hwa: [0, 0.06]); add a level or leave hwa_clip out")
