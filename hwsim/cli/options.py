@@ -59,7 +59,7 @@ def add_options(options):
 
 
 def preset_of(device: str, eta: float | None):
-
+    """The preset named by ``--device``, with ``--eta`` applied when given."""
     p = load_preset(device)
     return p.with_eta(eta) if eta is not None else p
 
