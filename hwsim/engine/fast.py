@@ -143,10 +143,20 @@ class _FastAnalogLayer(nn.Module):
         return (x.device.type == "cpu" and x.dtype == torch.float32
                 and self.io.kernel is not None and kernels.available())
 
+    def _output(self, n_rows: int, single: bool, out: torch.Tensor | None,
+                device) -> torch.Tensor:
+        """The (n_rows, out_size) output buffer: ``out`` when the caller gives one (a block
+        of a stacked chips' output, :mod:`hwsim.engine.stacked`), else a new one; zeroed
+        where several tiles add into it."""
+        if out is None:
+            return (torch.empty if single else torch.zeros)(n_rows, self.out_size,
+                                                            device=device)
+        return out if single else out.zero_()
+
     def _run_kernel(self, x: torch.Tensor, channels, kernel, stride, padding,
-                    n_rows: int) -> torch.Tensor:
+                    n_rows: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """:meth:`_run` on the fused kernel: ``x`` is (N, H, W, C) contiguous, ``channels``
-        gives each group's input channels; returns (n_rows, out_size)."""
+        gives each group's input channels; returns (n_rows, out_size) (``out`` if given)."""
         io = self.io
         single = len(self.groups) == 1 and len(self.groups[0].tiles) == 1
         if self._packed is None:
@@ -154,7 +164,7 @@ class _FastAnalogLayer(nn.Module):
             self._packed = [[kernels.pack_tile(w, ostep * s.expand(o1 - o0),
                                                self.bias if single else None)
                              for o0, o1, w, s in g.tiles] for g in self.groups]
-        out = (torch.empty if single else torch.zeros)(n_rows, self.out_size)
+        out = self._output(n_rows, single, out, x.device)
         bias_added = False
         for g, c, packed in zip(self.groups, channels, self._packed):
             for (o0, o1, _, _), tile in zip(g.tiles, packed):
@@ -185,14 +195,14 @@ class _FastAnalogLayer(nn.Module):
         return out
 
     def _run(self, n_rows: int, n_chunks: int, chunk_rows, group_rows, group_nm,
-             device) -> torch.Tensor:
+             device, out: torch.Tensor | None = None) -> torch.Tensor:
         """aihwkit's IO-managed MVM of every tile over all rows; returns (n_rows, out_size)."""
         io = self.io
         # A layer of one tile (the usual case) writes its final output directly: the tile's
         # digital scale and the bias are folded into the last multiply. Several tiles add
         # their scaled outputs into a zeroed buffer, and the bias comes last.
         single = len(self.groups) == 1 and len(self.groups[0].tiles) == 1
-        out = (torch.empty if single else torch.zeros)(n_rows, self.out_size, device=device)
+        out = self._output(n_rows, single, out, device)
         bias_added = False
         for g in self.groups:
             nm = group_nm(g)  # (n_rows, 1) noise-management scale of each input vector
@@ -272,13 +282,15 @@ class FastAnalogLinear(_FastAnalogLayer):
     def __init__(self, state: LayerState, io: _IO):
         super().__init__(state, io, None)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``out``: an optional (rows, out_features) buffer for the result."""
         shape = x.shape
         rows = x.reshape(-1, shape[-1])
         n = len(rows)
         if self._kernel_ready(x):  # rows as 1x1 images of shape[-1] channels
             out = self._run_kernel(rows.contiguous().view(n, 1, 1, -1),
-                                   [(g.a, g.b) for g in self.groups], (1, 1), (1, 1), (0, 0), n)
+                                   [(g.a, g.b) for g in self.groups], (1, 1), (1, 1), (0, 0), n,
+                                   out)
             return out.reshape(*shape[:-1], -1)
         per = max(1, _chunk_limit(x.device) // rows.shape[1])
         chunks = [(r0, min(n, r0 + per)) for r0 in range(0, n, per)]
@@ -290,7 +302,8 @@ class FastAnalogLinear(_FastAnalogLayer):
         def group_nm(g):
             return _nm_rows(rows[:, g.a:g.b], self.io)
 
-        out = self._run(n, len(chunks), lambda k: chunks[k], group_rows, group_nm, x.device)
+        out = self._run(n, len(chunks), lambda k: chunks[k], group_rows, group_nm, x.device,
+                        out)
         return out.reshape(*shape[:-1], -1)
 
 
@@ -322,7 +335,8 @@ class FastAnalogConv2d(_FastAnalogLayer):
         # a signed max (or a patch that may lie in the padding alone) sees the padding zeros
         return F.max_pool2d(F.pad(cmap, (pw, pw, ph, ph)), self.kernel, self.stride)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``out``: an optional (N * Ho * Wo, out_channels) buffer for the NHWC result."""
         n, c, h, w_ = x.shape
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
         ho, wo = (h + 2 * ph - kh) // sh + 1, (w_ + 2 * pw - kw) // sw + 1
@@ -331,7 +345,7 @@ class FastAnalogConv2d(_FastAnalogLayer):
             # the fused kernel gathers each patch from the NHWC input itself
             out = self._run_kernel(x.permute(0, 2, 3, 1).contiguous(),
                                    [g.channels for g in self.groups], self.kernel,
-                                   self.stride, self.padding, n * per_image)
+                                   self.stride, self.padding, n * per_image, out)
             return out.view(n, ho, wo, self.out_channels).permute(0, 3, 1, 2)
         hp, wp = h + 2 * ph, w_ + 2 * pw
         if ph or pw:  # zero-padded NHWC copy (a plain copy when x is channels-last)
@@ -378,6 +392,6 @@ class FastAnalogConv2d(_FastAnalogLayer):
 
         out = self._run(n * per_image, len(chunks),
                         lambda k: (chunks[k][0] * per_image, chunks[k][1] * per_image),
-                        group_rows, group_nm, x.device)
+                        group_rows, group_nm, x.device, out)
         # (N*Ho*Wo, C_out) is NHWC: an NCHW view in channels-last memory, no copy
         return out.view(n, ho, wo, self.out_channels).permute(0, 3, 1, 2)

@@ -26,6 +26,7 @@ from hwsim.engine import chips
 from hwsim.engine.aihwkit_engine import AihwkitEngine
 from hwsim.engine.fast import FastAnalogConv2d, FastAnalogLinear
 from hwsim.engine.fast_io import _IO
+from hwsim.engine.stacked import ChipSnapshot, StackedModel
 from hwsim.engine.tiles import LayerState, TileState, read_layers
 
 
@@ -42,6 +43,8 @@ class FastEngine(AihwkitEngine):
         self._base: nn.Module | None = None  # the digital model the chip's layers go into
         self._fast: nn.Module | None = None
         self._pending: dict[str, LayerState] | None = None  # states not yet installed
+        self._states: dict[str, LayerState] | None = None  # the chip's current states
+        self._stacked: StackedModel | None = None
 
     def use_reference_chips(self) -> FastEngine:
         """Program and drift with aihwkit's torch tiles (the ``aihwkit`` engine's chips)."""
@@ -83,25 +86,42 @@ class FastEngine(AihwkitEngine):
     def program(self, seed: int) -> None:
         if self.reference_chips:
             super().program(seed)
-            self._pending = read_layers(self._analog)
+            self._pending = self._states = read_layers(self._analog)
             return
         chip = self.chip_model()
         torch.manual_seed(seed)
         with torch.no_grad():
             chip.program()
-        self._pending = chip.states()
+        self._pending = self._states = chip.states()
 
     def drift(self, t_inference: float, seed: int) -> None:
         if not self.preset.time_dependent:
             return
         if self.reference_chips:
             super().drift(t_inference, seed)
-            self._pending = read_layers(self._analog)
+            self._pending = self._states = read_layers(self._analog)
             return
         torch.manual_seed(seed)
         with torch.no_grad():
             self._chip.drift(t_inference)
-        self._pending = self._chip.states()
+        self._pending = self._states = self._chip.states()
+
+    # ------------------------------------------------------------ several chips at once
+
+    def snapshot(self) -> ChipSnapshot:
+        """The chip as programmed and drifted now, with the generator state its evaluation
+        would start from (take it right after :meth:`program` / :meth:`drift`)."""
+        if self._states is None:
+            raise RuntimeError("program() first")
+        return ChipSnapshot(self._states, torch.get_rng_state())
+
+    def stacked_model(self, snapshots: list[ChipSnapshot]) -> StackedModel:
+        """A model evaluating these chips in one forward (:mod:`hwsim.engine.stacked`):
+        its input is the images once per chip, stacked along the batch dimension."""
+        if self._stacked is None:
+            self._stacked = StackedModel(self.digital, list(snapshots[0].states), self.io,
+                                         self.device)
+        return self._stacked.load(snapshots)
 
     # ------------------------------------------------------------ the model
 

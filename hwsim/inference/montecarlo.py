@@ -26,7 +26,7 @@ from hwsim.checkpoint import Checkpoint
 from hwsim.data import Dataset
 from hwsim.engine import DEFAULT_ENGINE, Engine, software_versions
 from hwsim.inference.chip import Recalibration, build_chip
-from hwsim.inference.evaluate import evaluate
+from hwsim.inference.evaluate import evaluate, evaluate_stacked
 from hwsim.inference.results import InferResult, Record, summarize_records
 from hwsim.util.seeds import derive_seed
 from hwsim.util.timefmt import format_time
@@ -125,9 +125,14 @@ def run_repeat(engine: Engine, repeat: int, times: list[float | None], x: torch.
     statistics there when ``recal`` is given, and evaluate.
 
     Every draw comes from ``derive_seed(seed, ...)`` of this repeat and time, so the records
-    do not depend on what the engine computed before.
+    do not depend on what the engine computed before. Where :func:`stack_size` says it pays,
+    the chip's times are evaluated together in one forward (the same records).
     """
     engine.program(derive_seed(seed, "program", repeat))
+    k = stack_size(engine, len(times), x, batch_size, recal)
+    if k > 1:
+        return _run_repeat_stacked(engine, k, repeat, times, x, y, normalization, seed=seed,
+                                   batch_size=batch_size, on_eval=on_eval)
     done = []
     for t in times:
         if t is not None:
@@ -141,6 +146,47 @@ def run_repeat(engine: Engine, repeat: int, times: list[float | None], x: torch.
         done.append(Record(t, repeat, acc))
         if on_eval:
             on_eval(done[-1])
+    return done
+
+
+# Chips stacked along the batch dimension (hwsim.engine.stacked) share one forward; measured
+# (benchmarks/bench_stacked.py, CPU) that pays only while the whole stack stays small: the
+# saving is per-forward overhead, and a larger stack runs its digital layers out of cache.
+STACK_INPUT_ELEMENTS = 8192  # input elements of a stacked batch (128 8x8 images) at most
+
+
+def stack_size(engine: Engine, n_chips: int, x: torch.Tensor, batch_size: int,
+               recal: Recalibration | None) -> int:
+    """How many of ``n_chips`` chip states to evaluate per forward (1: one at a time).
+
+    Stacking needs an engine that stacks (the fast engine), no BN recalibration (each chip
+    would need its own BN statistics), and a stacked batch of at most
+    :data:`STACK_INPUT_ELEMENTS` input elements.
+    """
+    if recal is not None or n_chips < 2 or not hasattr(engine, "stacked_model"):
+        return 1
+    per_chip = min(batch_size, len(x)) * x[0].numel()
+    return max(1, min(n_chips, STACK_INPUT_ELEMENTS // max(per_chip, 1)))
+
+
+def _run_repeat_stacked(engine, k: int, repeat: int, times: list[float | None],
+                        x: torch.Tensor, y: torch.Tensor, normalization: dict, *, seed: int,
+                        batch_size: int, on_eval) -> list[Record]:
+    """:func:`run_repeat` (chip already programmed) with ``k`` times per forward."""
+    done = []
+    for i in range(0, len(times), k):
+        group = times[i:i + k]
+        snapshots = []
+        for t in group:
+            if t is not None:
+                engine.drift(t, derive_seed(seed, "drift", repeat, t))
+            snapshots.append(engine.snapshot())
+        accs = evaluate_stacked(engine.stacked_model(snapshots), len(group), x, y,
+                                normalization, batch_size=batch_size, device=engine.device)
+        for t, acc in zip(group, accs):
+            done.append(Record(t, repeat, acc))
+            if on_eval:
+                on_eval(done[-1])
     return done
 
 
