@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from hwsim.analog.presets import RERAM_CMO_G_MIN, DevicePreset
+from hwsim.engine import kernels
 from hwsim.engine.tiles import LayerState, TileState
 from hwsim.errors import SimulationError
 
@@ -63,6 +64,22 @@ SUPPORTED_NOISE_MODELS = ("none", "pcm", "reram-cmo")
 def supported(preset: DevicePreset) -> bool:
     """Whether :class:`ChipModel` computes this preset's chips (else aihwkit's tiles do)."""
     return preset.noise_model.type in SUPPORTED_NOISE_MODELS
+
+
+def _normal(shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """Standard normals for a chip's device draws: the fused kernel's counter-based generator
+    where that is built (seeded from torch's generator, so a seed still fixes every chip;
+    about 2.5x faster than ``torch.randn`` on one core), else ``torch.randn``."""
+    n = math.prod(shape)
+    if n < 32 or not kernels.available():
+        return torch.randn(shape)
+    return kernels.normals(0, -(-n // 32) * 32, kernels.draw_seed())[:n].view(shape)
+
+
+def _select(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.where(mask, a, b)`` for finite ``a``, ``b`` as arithmetic (several times
+    faster on the CPU)."""
+    return torch.addcmul(b, mask.to(a.dtype), a - b)
 
 
 def _layer_weight(module: nn.Module) -> torch.Tensor:
@@ -111,10 +128,11 @@ class ChipModel:
             position.append(index.reshape(-1))
         self.noise_position = torch.cat(position)
         self.n_tiles = len(tile_len)
+        self.tile_sizes = tile_len  # python ints: tiles are contiguous blocks of the tensor
+        self.tile_shapes = [(t[3] - t[2], t[1] - t[0]) for *_, ts in self.layers for t in ts]
         self.tile_len = torch.tensor(tile_len)
         self.seg = torch.repeat_interleave(torch.arange(self.n_tiles), self.tile_len)
         self.n_rows = len(row_len)
-        self.row_seg = torch.repeat_interleave(torch.arange(self.n_rows), torch.tensor(row_len))
         # the tile of each row (rows of a tile are consecutive)
         rows_per_tile = [t[3] - t[2] for _, _, _, _, ts in self.layers for t in ts]
         self.tile_of_row = torch.repeat_interleave(torch.arange(self.n_tiles),
@@ -133,12 +151,23 @@ class ChipModel:
         self._fixed = None  # the PCM programming terms of fixed mapped weights
 
     # ------------------------------------------------------------ per-tile reductions
+    # Every tile is one contiguous block (rows of equal length): a reduction per tile (or per
+    # tile row) is a loop of dense reductions over the blocks, many times faster than a
+    # scatter over all elements, and a per-tile value reaches its elements by expansion.
 
-    def _seg_max(self, x: torch.Tensor, seg: torch.Tensor, n: int) -> torch.Tensor:
-        return x.new_zeros(n).scatter_reduce_(0, seg, x, "amax", include_self=False)
+    def _tile_max(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([b.amax() for b in x.split(self.tile_sizes)])
 
-    def _seg_min(self, x: torch.Tensor, seg: torch.Tensor, n: int) -> torch.Tensor:
-        return x.new_zeros(n).scatter_reduce_(0, seg, x, "amin", include_self=False)
+    def _tile_min(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([b.amin() for b in x.split(self.tile_sizes)])
+
+    def _row_max(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([b.view(shape).amax(1) for b, shape in
+                          zip(x.split(self.tile_sizes), self.tile_shapes)])
+
+    def _per_element(self, tile_values: torch.Tensor) -> torch.Tensor:
+        """(n_tiles,) -> one value per element of the flat tensor."""
+        return torch.repeat_interleave(tile_values, self.tile_len)
 
     def _has_weight_noise(self) -> bool:
         wn = self.preset.weight_noise
@@ -161,12 +190,13 @@ class ChipModel:
         if m.weight_scaling_omega <= 0:
             return w.clone(), torch.ones(self.n_rows)
         if m.weight_scaling_columnwise:
-            scale = self._seg_max(w.abs(), self.row_seg, self.n_rows) / m.weight_scaling_omega
+            scale = self._row_max(w.abs()) / m.weight_scaling_omega
         else:
-            scale = (self._seg_max(w.abs(), self.seg, self.n_tiles)
-                     / m.weight_scaling_omega)[self.tile_of_row]
+            scale = (self._tile_max(w.abs()) / m.weight_scaling_omega)[self.tile_of_row]
         scale = torch.where(scale == 0.0, torch.ones_like(scale), scale)
-        return w / scale[self.row_seg], scale
+        return torch.cat([(b.view(shape) / r[:, None]).reshape(-1) for b, shape, r in zip(
+            w.split(self.tile_sizes), self.tile_shapes,
+            scale.split([s[0] for s in self.tile_shapes]))]), scale
 
     def program(self) -> None:
         """A new chip: weight noise, mapping, programming noise and drift exponents."""
@@ -205,8 +235,8 @@ class ChipModel:
 
     def _pcm_conductances(self, w: torch.Tensor):
         g_max = self._pcm_g_max()
-        abs_max = self._seg_max(w.abs(), self.seg, self.n_tiles)
-        ratio = (g_max / abs_max.clamp(min=ZERO_CLIP))[self.seg]
+        abs_max = self._tile_max(w.abs())
+        ratio = self._per_element(g_max / abs_max.clamp(min=ZERO_CLIP))
         scaled = w * ratio
         return torch.stack([scaled.clamp(0.0, g_max), (-scaled).clamp(0.0, g_max)]), ratio
 
@@ -235,18 +265,19 @@ class ChipModel:
         that carries the programmed weight (the other one's never acts: see
         :meth:`_pcm_drift`), drawn as aihwkit draws every device's."""
         f = self._pcm_fixed(w)
-        g_prog = torch.randn(f["g"].shape).mul_(f["sig"]).add_(f["g"]).clamp_(min=0.0)
+        g_prog = _normal(f["g"].shape).mul_(f["sig"]).add_(f["g"]).clamp_(min=0.0)
         programmed = (g_prog[0] - g_prog[1]).div_(f["ratio"])
         live = programmed > 0  # g+ carries it (g- where negative; zero weights stay zero)
-        mu = torch.where(live, f["mu"][0], f["mu"][1])
-        sd = torch.where(live, f["sd"][0], f["sd"][1])
-        nu = torch.randn(programmed.shape).mul_(sd).add_(mu).abs_()
+        mu = _select(live, f["mu"][0], f["mu"][1])
+        sd = _select(live, f["sd"][0], f["sd"][1])
+        nu = _normal(programmed.shape).mul_(sd).add_(mu).abs_()
         if self.preset.noise_model.drift_scale != 1.0:
             nu.mul_(self.preset.noise_model.drift_scale)
         # aihwkit maps the programmed weights to a pair of conductances again at every
         # drift: per tile |w|max -> g_max, one device of each pair 0 (it stays 0)
-        abs_max = self._seg_max(programmed.abs(), self.seg, self.n_tiles).clamp(min=ZERO_CLIP)
-        rel = programmed.abs().div_(abs_max[self.seg])
+        magnitude = programmed.abs()
+        abs_max = self._tile_max(magnitude).clamp(min=ZERO_CLIP)
+        rel = magnitude.div_(self._per_element(abs_max))
         q_s = (0.0088 / rel.pow_(0.65).clamp_(min=1e-3)).clamp_(max=0.2)
         return programmed, (programmed, nu, q_s)
 
@@ -259,7 +290,7 @@ class ChipModel:
         drifted = signed * torch.exp(nu * -math.log(t / PCM_T0)) if t > PCM_T0 else signed
         sig = spec.read_noise_scale * math.sqrt(math.log((t + PCM_T_READ) / (2 * PCM_T_READ)))
         # g + |g| sig q_s N, clipped at 0: on the signed weight, a factor clipped at 0
-        factor = torch.randn(signed.shape).mul_(q_s).mul_(sig).add_(1.0).clamp_(min=0.0)
+        factor = _normal(signed.shape).mul_(q_s).mul_(sig).add_(1.0).clamp_(min=0.0)
         return drifted.mul_(factor) if drifted is not signed else drifted * factor
 
     # ------------------------------------------------------------ ReRAM CMO
@@ -270,10 +301,10 @@ class ChipModel:
 
     def _cmo_conductances(self, w: torch.Tensor):
         g_min, g_max = self._cmo_range()
-        w_min = self._seg_min(w, self.seg, self.n_tiles)
-        w_max = self._seg_max(w, self.seg, self.n_tiles)
-        ratio = ((g_max - g_min) / (w_max - w_min))[self.seg]
-        low = w_min[self.seg]
+        w_min = self._tile_min(w)
+        w_max = self._tile_max(w)
+        ratio = self._per_element((g_max - g_min) / (w_max - w_min))
+        low = self._per_element(w_min)
         return (w - low) * ratio + g_min, ratio, low
 
     def _cmo_program(self, w: torch.Tensor):
@@ -281,7 +312,7 @@ class ChipModel:
         g_min, _ = self._cmo_range()
         g, ratio, low = self._cmo_conductances(w)
         c0, c1 = CMO_PROG_COEFF[spec.acceptance_range]
-        g_prog = g + (c0 + g * c1) * torch.randn(g.shape) * spec.prog_noise_scale
+        g_prog = g + (c0 + g * c1) * _normal(g.shape) * spec.prog_noise_scale
         return low + (g_prog - g_min) / ratio, None
 
     def _cmo_drift(self, w: torch.Tensor, nu, t: float) -> torch.Tensor:
@@ -292,10 +323,10 @@ class ChipModel:
             return w.clone()
         g_mean = g + CMO_DECAY_MEAN * math.log(t) * spec.drift_scale
         sigma_rel = CMO_DECAY_STD[0] * math.log(t) + CMO_DECAY_STD[1]
-        g_drift = g_mean + torch.randn(g.shape) * sigma_rel * spec.drift_scale
+        g_drift = g_mean + _normal(g.shape) * sigma_rel * spec.drift_scale
         sigma_read = CMO_READ_K * torch.log10(g_drift) * math.sqrt(
             math.log((t + CMO_T_READ) / (2 * CMO_T_READ)))
-        g_final = g_drift + sigma_read * torch.randn(g.shape) * spec.read_noise_scale
+        g_final = g_drift + sigma_read * _normal(g.shape) * spec.read_noise_scale
         g_final = g_final.clamp(min=g_min, max=g_max)
         return low + (g_final - g_min) / ratio
 
@@ -317,13 +348,13 @@ class ChipModel:
             v = min(v, io.inp_bound) if io.clamp_input else v
             y = w * v
             if io.spec.out_noise > 0:
-                y = y + io.spec.out_noise * torch.randn(w.shape)
+                y = y + io.spec.out_noise * _normal(w.shape)
             if io.out_step > 0:
                 y = torch.round(y / io.out_step) * io.out_step
             over = y.abs() > io.out_bound
             y = y.clamp(-io.out_bound, io.out_bound)
             values = self._seg_mean(y.abs(), clamp=False)
-            redo = self._seg_max(over.float(), self.seg, self.n_tiles) > 0 if io.bm else \
+            redo = self._tile_max(over.float()) > 0 if io.bm else \
                 torch.zeros(self.n_tiles, dtype=torch.bool)
         k = 0
         for _, _, _, _, tiles in self.layers:
@@ -335,12 +366,13 @@ class ChipModel:
         return values.clamp(min=READOUT_MIN)
 
     def _seg_mean(self, x: torch.Tensor, clamp: bool = True) -> torch.Tensor:
-        total = x.new_zeros(self.n_tiles).index_add_(0, self.seg, x)
+        total = torch.stack([b.sum() for b in x.split(self.tile_sizes)])
         mean = total / self.tile_len
         return mean.clamp(min=READOUT_MIN) if clamp else mean
 
     def _check_finite(self) -> None:
-        if bool(torch.isfinite(self.weights).all()):
+        # a finite sum means finite weights (one pass; the element-wise check only if not)
+        if bool(torch.isfinite(self.weights.sum())) or bool(torch.isfinite(self.weights).all()):
             return
         bad = self.seg[~torch.isfinite(self.weights)][0]
         ends = torch.tensor([len(layer[4]) for layer in self.layers]).cumsum(0)

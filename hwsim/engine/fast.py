@@ -85,21 +85,24 @@ class _Group:
         self.a, self.b = a, b
         self.channels = channels  # conv chunk = whole channels c0:c1 (fast unfolding), or None
         self.tiles = []
+        # Inputs enter as DAC levels and outputs leave as ADC levels: fold both steps into
+        # the weights once, so the product lands directly in output-level units.
+        gain = (io.inp_step or 1.0) / (io.out_step or 1.0)
         for t in sorted(tiles, key=lambda t: t.out_start):
             w = t.weight
+            n_out, n_in = w.shape
+            wt = w.new_empty(n_in, n_out)  # (in, out), in one pass from the tile's layout
             if channels is not None:  # aihwkit's column order (c, ky, kx) -> ours (ky, kx, c)
                 kh, kw = kernel
-                w = w.view(len(w), channels[1] - channels[0], kh, kw).permute(0, 2, 3, 1)
-                w = w.reshape(len(t.weight), -1)
-            # Inputs enter as DAC levels and outputs leave as ADC levels: fold both steps into
-            # the weights once, so the product lands directly in output-level units.
-            gain = (io.inp_step or 1.0) / (io.out_step or 1.0)
+                torch.mul(w.view(n_out, channels[1] - channels[0], kh, kw).permute(2, 3, 1, 0),
+                          gain, out=wt.view(kh, kw, channels[1] - channels[0], n_out))
+            else:
+                torch.mul(w.t(), gain, out=wt)
             # the tile's digital output scale: one number for per-tile weight scaling, one
             # per output column for per-column scaling (the ADC rounds before it applies)
             uniform = bool((t.scale == t.scale[0]).all())
             scale = t.scale[:1] if uniform else t.scale
-            self.tiles.append((t.out_start, t.out_end, (w.t() * gain).contiguous(),
-                               scale.clone()))
+            self.tiles.append((t.out_start, t.out_end, wt, scale.clone()))
 
 
 class _FastAnalogLayer(nn.Module):

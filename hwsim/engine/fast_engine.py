@@ -136,16 +136,17 @@ class FastEngine(AihwkitEngine):
         fresh = self._base is None
         if fresh:
             self._base = copy.deepcopy(self.digital).cpu()
-            self._digital_state = {k: v for k, v in self.digital.state_dict().items()
-                                   if k.rpartition(".")[0] not in states}
-        else:
             own = self._base.state_dict()
-            for k, v in self._digital_state.items():
-                if k in own:
-                    own[k].copy_(v)
+            # the digital tensors a chip may change (BN statistics), paired with their values
+            self._resets = [(own[k], v) for k, v in self.digital.state_dict().items()
+                            if k.rpartition(".")[0] not in states and k in own]
+            self._base_modules = dict(self._base.named_modules())
+            self._digital_modules = dict(self.digital.named_modules())
+        elif self._resets:
+            torch._foreach_copy_([d for d, _ in self._resets], [v for _, v in self._resets])
         model = self._base
-        modules = dict(model.named_modules())
-        digital = dict(self.digital.named_modules())
+        modules = self._base_modules
+        digital = self._digital_modules
         on_cpu = self.device.type == "cpu"
         for name, state in states.items():
             layer = modules[name]
@@ -170,6 +171,9 @@ class FastEngine(AihwkitEngine):
                 parent[int(child)] = fast
             else:
                 setattr(parent, child, fast)
+            modules[name] = fast
         if fresh or not on_cpu:
             model.to(self.device)
-        self._fast = model.eval()
+        if fresh or model.training:
+            model.eval()
+        self._fast = model

@@ -152,7 +152,7 @@ def run_repeat(engine: Engine, repeat: int, times: list[float | None], x: torch.
 # Chips stacked along the batch dimension (hwsim.engine.stacked) share one forward; measured
 # (benchmarks/bench_stacked.py, CPU) that pays only while the whole stack stays small: the
 # saving is per-forward overhead, and a larger stack runs its digital layers out of cache.
-STACK_INPUT_ELEMENTS = 8192  # input elements of a stacked batch (128 8x8 images) at most
+STACK_INPUT_ELEMENTS = 32768  # input elements of a stacked batch at most (512 8x8 images)
 
 
 def stack_size(engine: Engine, n_chips: int, x: torch.Tensor, batch_size: int,
