@@ -19,23 +19,7 @@ checkpoints (``*.pt``). Medians of ``--rounds`` (3) repeats; times in ms.
         [--presets pcm,pcm-column,gaussian] [--bn-modes keep,recal] [--rounds 3]
         [--threads 2] [--json out.json]
 
-Measured (2 shared cores, load ~0.5, ``--presets pcm,gaussian --bn-modes keep``, models
-trained here; ms; program per chip, the rest per time; cells/s over a repeat of 5 times):
-
-| model | preset | path | program | drift/t | eval/t | digital/t | (p/5+d)/eval | cells/s |
-|---|---|---|---|---|---|---|---|---|
-| cnn | pcm | old | 15.4 | 7.4 | 5.4 | 3.7 | 1.95 | 63.5 |
-| cnn | pcm | new | 3.6 | 2.5 | 5.8 | 3.2 | 0.57 | 108.9 (1.71x) |
-| resnet20 | pcm | old | 72.0 | 31.7 | 24.8 | 11.3 | 1.86 | 14.3 |
-| resnet20 | pcm | new | 11.8 | 7.8 | 24.7 | 11.8 | 0.41 | 28.7 (2.01x) |
-| resnet32 | pcm | old | 106.0 | 49.8 | 36.6 | 18.0 | 1.94 | 9.2 |
-| resnet32 | pcm | new | 19.7 | 11.7 | 35.2 | 16.6 | 0.44 | 19.7 (2.13x) |
-| resnet32 | gaussian | old | 65.2 | - | 15.7 | 15.3 | 4.16 (p/eval) | 12.4 |
-| resnet32 | gaussian | new | 6.7 | - | 15.6 | 15.4 | 0.43 (p/eval) | 45.0 (3.64x) |
-
-(gaussian: one cell per chip, no drift; cnn 2.33x, resnet20 3.17x.) For pcm the analog
-evaluation itself (about 2x the digital one) now dominates: with program and drift free, a
-cell could gain at most 107.6 / 35.2 = 3.06x on resnet32.
+Measured: see the README's Performance section (the table of the latest run, median of 3).
 """
 
 from __future__ import annotations

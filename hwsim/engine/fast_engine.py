@@ -113,7 +113,8 @@ class FastEngine(AihwkitEngine):
         would start from (take it right after :meth:`program` / :meth:`drift`)."""
         if self._states is None:
             raise RuntimeError("program() first")
-        return ChipSnapshot(self._states, torch.get_rng_state())
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return ChipSnapshot(self._states, torch.get_rng_state(), cuda)
 
     def stacked_model(self, snapshots: list[ChipSnapshot]) -> StackedModel:
         """A model evaluating these chips in one forward (:mod:`hwsim.engine.stacked`):

@@ -13,7 +13,7 @@ of the fast forward (the fused kernel and the eager path) and on the perfect for
 
 What it saves is the per-forward cost outside the analog layers (module calls, the digital
 layers' per-call overhead, the evaluation loop), not the analog work itself; see
-:func:`hwsim.inference.montecarlo.stack_limit` for when the inference loop uses it.
+:func:`hwsim.inference.montecarlo.stack_size` for when the inference loop uses it.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class ChipSnapshot:
 
     states: dict[str, LayerState]
     rng: torch.Tensor  # torch.get_rng_state() where the chip's own evaluation would start
+    rng_cuda: torch.Tensor | None = None  # the same of the CUDA generator (a CUDA device)
 
 
 def stack_inputs(x: torch.Tensor, chips: int) -> torch.Tensor:
@@ -106,7 +107,7 @@ class StackedLayer(nn.Module):
             # round differently on misaligned memory, and each chip alone gets aligned input
             return torch.cat([layer(part if part.data_ptr() % 64 == 0 else part.clone())
                               for layer, part in zip(self.chips, parts)])
-        rng = self.stack.rng
+        rng, rng_cuda = self.stack.rng, self.stack.rng_cuda
         # each chip writes its rows of one output buffer (the fast layers' NHWC rows)
         n = len(parts[0])
         if self.conv:
@@ -121,8 +122,12 @@ class StackedLayer(nn.Module):
         out = x.new_empty(len(parts) * rows, width)
         for k, (layer, part) in enumerate(zip(self.chips, parts)):
             torch.set_rng_state(rng[k])
+            if rng_cuda:
+                torch.cuda.set_rng_state(rng_cuda[k], x.device)
             layer(part, out=out[k * rows:(k + 1) * rows])
             rng[k] = torch.get_rng_state()
+            if rng_cuda:
+                rng_cuda[k] = torch.cuda.get_rng_state(x.device)
         if self.conv:  # an NCHW view of NHWC memory, as the fast conv returns
             return out.view(len(x), ho, wo, width).permute(0, 3, 1, 2)
         return out.view(*x.shape[:-1], width)
@@ -134,6 +139,7 @@ class _Stack:
     def __init__(self, io):
         self.io = io  # the forward IO (None: a perfect forward, which draws nothing)
         self.rng: list[torch.Tensor] = []
+        self.rng_cuda: list[torch.Tensor] = []  # empty on the CPU
 
 
 class StackedModel(nn.Module):
@@ -164,6 +170,8 @@ class StackedModel(nn.Module):
         for name, layer in self.layers.items():
             layer.set_states([s.states[name] for s in snapshots], self.io, self.device)
         self.stack.rng = [s.rng.clone() for s in snapshots]
+        self.stack.rng_cuda = [s.rng_cuda.clone() for s in snapshots
+                               if s.rng_cuda is not None]
         self.size = len(snapshots)
         return self
 
