@@ -25,15 +25,16 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from hwsim.analog.noise import ANALOG_LAYERS
+from hwsim.analog.placement import analog_layers
 from hwsim.checkpoint import Checkpoint, load_checkpoint
 from hwsim.errors import CheckpointError
 
 
 def analog_weights(model: nn.Module) -> dict[str, nn.Parameter]:
-    """The weights that an analog chip would hold (conv/linear), by parameter name."""
+    """The weights that an analog chip would hold, by parameter name: every analog layer
+    whatever its nesting; not the layers kept digital (:mod:`hwsim.analog.placement`)."""
     return {f"{name}.weight" if name else "weight": m.weight
-            for name, m in model.named_modules() if isinstance(m, ANALOG_LAYERS)}
+            for name, m in analog_layers(model).items()}
 
 
 def noisy_forward(model: nn.Module, eta: float,
@@ -61,7 +62,7 @@ def noisy_forward(model: nn.Module, eta: float,
 
 @torch.no_grad()
 def clip_weights(model: nn.Module, k: float | None) -> None:
-    """Clip each conv/linear layer's weights to ``+-k * std(W)`` in place (None: no-op)."""
+    """Clip each analog layer's weights to ``+-k * std(W)`` in place (None: no-op)."""
     if k is None:
         return
     for w in analog_weights(model).values():
