@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hwsim.analog.bn import check_bn_mode, fold_bn
+from hwsim.analog.bn import check_bn_mode, describe_folding, fold_batchnorm
+from hwsim.analog.placement import describe_placement, place_layers
 from hwsim.analog.presets import DevicePreset
 from hwsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from hwsim.errors import CheckpointError, ConfigError
@@ -56,11 +57,31 @@ def to_analog(ckpt: Checkpoint, preset: DevicePreset, bn_mode: str = "keep",
         if bn_mode == "fold":
             note = f"{ckpt.arch} has no BatchNorm layers: --bn fold has nothing to fold"
         bn_mode = "none"
-    elif bn_mode == "fold":
-        state = {k: v.clone() for k, v in fold_bn(ckpt.build_model()).state_dict().items()}
+    model, folding = ckpt.build_model(), None
+    if ckpt.bn and bn_mode == "fold":
+        result = fold_batchnorm(model)
+        model, folding = result.model, result.to_dict()
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+    placement = {"fold": folding, "layers": place_layers(
+        model, (ckpt.in_channels, ckpt.input_size, ckpt.input_size)).to_dict()}
     analog = replace(ckpt, kind="analog", bn_mode=bn_mode, preset=preset.to_dict(),
-                     source_sha256=source_sha256, state_dict=state)
+                     source_sha256=source_sha256, state_dict=state, placement=placement)
+    note = "\n".join(line for line in (note, describe_layers(placement)) if line)
     return Conversion(analog, note)
+
+
+def describe_layers(placement: dict | None) -> str:
+    """What an analog checkpoint's ``placement`` says a user must know, in lines: what BN
+    folding folded and left digital, and the layers kept digital with their share of the
+    multiply-accumulates ("" when every layer is analog and nothing was folded)."""
+    if not placement:
+        return ""
+    lines = []
+    if placement.get("fold") is not None:
+        lines.append(describe_folding(placement["fold"]))
+    if placement["layers"]["digital"]:
+        lines.append(describe_placement(placement["layers"]))
+    return "\n".join(lines)
 
 
 def convert_file(model_path: str | Path, preset: DevicePreset, bn_mode: str, out: str | Path,

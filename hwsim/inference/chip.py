@@ -14,7 +14,7 @@ from hwsim.checkpoint import Checkpoint
 from hwsim.data import Dataset, dataset_info
 from hwsim.engine import DEFAULT_ENGINE, Engine, create_engine
 from hwsim.errors import CheckpointError
-from hwsim.inference.analog import to_analog
+from hwsim.inference.analog import describe_layers, to_analog
 from hwsim.util.runtime import resolve_compute_device
 from hwsim.util.seeds import derive_seed
 
@@ -60,6 +60,7 @@ def build_chip(ckpt: Checkpoint, data: Dataset, *, preset: DevicePreset | None =
             raise CheckpointError(
                 f"the checkpoint is already converted (preset {ckpt.preset['name']!r}, BN "
                 f"{ckpt.bn_mode}): give no preset or BN mode, or the digital checkpoint")
+        note = describe_layers(ckpt.placement)
     else:
         if preset is None:
             raise CheckpointError("a digital checkpoint: name a device preset to convert it for")
