@@ -94,9 +94,9 @@ def test_convert_then_infer(cnn_bn_digits, tmp_path):
     assert result.exit_code == 0, result.output
     assert "digital accuracy" in result.output and "normalized" in result.output
     assert "BN fold: 3 of 3 BatchNorm layers folded" in result.output
-    meta = json.loads((tmp_path / "r.json").read_text())["meta"]
-    assert meta["placement"]["fold"]["kept"] == [] and len(meta["placement"]["fold"]["folded"]) == 3
-    assert meta["placement"]["layers"]["digital"] == [] and meta["placement"]["layers"]["n_analog"] == 4
+    placement = json.loads((tmp_path / "r.json").read_text())["meta"]["placement"]
+    assert placement["fold"]["kept"] == [] and len(placement["fold"]["folded"]) == 3
+    assert placement["layers"]["digital"] == [] and placement["layers"]["n_analog"] == 4
 
 
 def test_infer_converts_a_digital_checkpoint_on_the_fly(cnn_nobn_digits):
