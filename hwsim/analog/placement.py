@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
+from hwsim.analog.bn import describe_folding
+
 WEIGHT_LAYERS = (_ConvNd, nn.Linear)
 
 
@@ -138,3 +140,17 @@ def place_layers(model: nn.Module, input_shape: tuple[int, ...]) -> Placement:
     digital = tuple((n, r, macs.get(n, 0)) for n, r in reasons.items() if r is not None)
     analog = [n for n, r in reasons.items() if r is None]
     return Placement(sum(macs.get(n, 0) for n in analog), digital, len(analog))
+
+
+def describe_layers(placement: dict | None) -> str:
+    """What an analog checkpoint's ``placement`` says a user must know, in lines: what BN
+    folding folded and left digital, and the layers kept digital with their share of the
+    multiply-accumulates ("" when every layer is analog and nothing was folded)."""
+    if not placement:
+        return ""
+    lines = []
+    if placement.get("fold") is not None:
+        lines.append(describe_folding(placement["fold"]))
+    if placement["layers"]["digital"]:
+        lines.append(describe_placement(placement["layers"]))
+    return "\n".join(lines)

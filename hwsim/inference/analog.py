@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hwsim.analog.bn import check_bn_mode, describe_folding, fold_batchnorm
-from hwsim.analog.placement import describe_placement, place_layers
+from torch import nn
+
+from hwsim.analog.bn import check_bn_mode, fold_batchnorm
+from hwsim.analog.placement import describe_layers, place_layers
 from hwsim.analog.presets import DevicePreset
 from hwsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from hwsim.errors import CheckpointError, ConfigError
@@ -70,18 +72,18 @@ def to_analog(ckpt: Checkpoint, preset: DevicePreset, bn_mode: str = "keep",
     return Conversion(analog, note)
 
 
-def describe_layers(placement: dict | None) -> str:
-    """What an analog checkpoint's ``placement`` says a user must know, in lines: what BN
-    folding folded and left digital, and the layers kept digital with their share of the
-    multiply-accumulates ("" when every layer is analog and nothing was folded)."""
-    if not placement:
-        return ""
-    lines = []
-    if placement.get("fold") is not None:
-        lines.append(describe_folding(placement["fold"]))
-    if placement["layers"]["digital"]:
-        lines.append(describe_placement(placement["layers"]))
-    return "\n".join(lines)
+def model_placement(model: nn.Module, ckpt: Checkpoint) -> dict:
+    """A digital model's ``placement`` (as :func:`to_analog` stores it): the layers kept
+    digital with their MACs for one input of ``ckpt``'s shape, and what BN folding would fold
+    and leave digital (None without BN or for a model torch.fx cannot trace)."""
+    fold = None
+    if ckpt.bn:
+        try:
+            fold = fold_batchnorm(model).to_dict()
+        except ConfigError:  # fold jobs say so themselves; keep and recal still run
+            fold = None
+    return {"fold": fold, "layers": place_layers(
+        model, (ckpt.in_channels, ckpt.input_size, ckpt.input_size)).to_dict()}
 
 
 def convert_file(model_path: str | Path, preset: DevicePreset, bn_mode: str, out: str | Path,

@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from hwsim.analog.placement import describe_layers
 from hwsim.analog.presets import DevicePreset, preset_from_dict
 from hwsim.analog.recalibrate import DEFAULT_CALIB_SIZE, calibration_sample
 from hwsim.checkpoint import Checkpoint
 from hwsim.data import Dataset, dataset_info
 from hwsim.engine import DEFAULT_ENGINE, Engine, create_engine
 from hwsim.errors import CheckpointError
-from hwsim.inference.analog import describe_layers, to_analog
+from hwsim.inference.analog import to_analog
 from hwsim.util.runtime import resolve_compute_device
 from hwsim.util.seeds import derive_seed
 
