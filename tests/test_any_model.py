@@ -226,3 +226,31 @@ def test_recalibration_reaches_every_bn_whatever_the_nesting(name):
     assert torch.allclose(got[first].running_mean, stats[first].mean(1), atol=1e-4)
     for n, m in got.items():  # every BN's statistics were re-estimated (none left as trained)
         assert not torch.allclose(m.running_mean, model.get_submodule(n).running_mean), n
+
+
+# ------------------------------------------------------------------ what the study records
+
+
+def test_a_study_records_and_reports_the_layers_kept_digital(tmp_path):
+    from hwsim.checkpoint import Checkpoint
+    from hwsim.inference.analog import model_placement
+    from hwsim.report.context import model_rows
+    from hwsim.report.layout import _model_table, _placement_lines
+    from hwsim.study.store import STORE_NAME, ModelKey, Store
+
+    model = tv("mobilenet_v2")
+    ckpt = Checkpoint("torchvision:mobilenet_v2", True, "d", 10, 3, 16,
+                      {"mean": [0.0], "std": [1.0]}, {})
+    placement = model_placement(model, ckpt)
+    assert placement["fold"]["kept"] == [] and len(placement["fold"]["folded"]) == 52
+    with Store(tmp_path / STORE_NAME) as store:
+        store.add_model(ModelKey("d", "mobilenet_v2", "bn", 0), digital_accuracy=0.9,
+                        n_test=10, full_test_accuracy=None, bn_layers=52, checkpoint="c.pt",
+                        checkpoint_sha256="0" * 64, train_seconds=None, placement=placement)
+        (row,) = store.models()
+    assert row["placement"] == placement  # stored as JSON, read back as it was
+    share = 100 * placement["layers"]["digital_mac_share"]
+    (line,) = _placement_lines([{"arch": "mobilenet_v2", "bn": "bn", **row}])
+    assert f"17 layers, {share:.1f}% of the multiply-accumulates" in line
+    table = _model_table(model_rows([row]))
+    assert table.rows[0][-2:] == ("0 of 52", f"17 ({share:.1f}%)")

@@ -82,13 +82,13 @@ def _model_table(models: list[dict]) -> Table:
         bn = m["bn"] + (f", HWA {m['hwa']:g}" if m.get("hwa") else "")
         digital, unfolded = _placement_cells(m.get("placement"))
         rows.append([m["arch"], bn, ", ".join(map(str, m["seeds"])), str(m["bn_layers"]),
-                     unfolded, digital,
                      mean_ci(m["digital"]) if m["digital"].n > 1 else pct(m["digital"].mean),
                      learned, pct(m["full_test"]),
-                     format_seconds(m["train_seconds"]) if m["train_seconds"] else "—"])
-    return _table(["arch", "BN", "seeds", "BN layers", "BN left digital by fold",
-                   "layers kept digital (MAC share)", "digital acc. (%) on evaluated images",
-                   "learned", "full test acc. (%)", "training time"], rows)
+                     format_seconds(m["train_seconds"]) if m["train_seconds"] else "—",
+                     unfolded, digital])
+    return _table(["arch", "BN", "seeds", "BN layers", "digital acc. (%) on evaluated images",
+                   "learned", "full test acc. (%)", "training time", "BN left digital by fold",
+                   "layers kept digital (MAC share)"], rows)
 
 
 def _placement_lines(models: list[dict]) -> tuple[str, ...]:
