@@ -1,7 +1,8 @@
 """Hardware-aware (noise-injection) training, as aihwkit's HWA does it (Rasch et al., Nature
 Communications 2023), on ordinary digital layers.
 
-* Weight noise: every training forward sees each conv/linear weight plus fresh zero-mean
+* Weight noise: every training forward sees each analog layer's weight (every conv/linear
+  the tiles hold, whatever the nesting; not the layers kept digital) plus fresh zero-mean
   Gaussian noise of std ``eta * max|W|``, ``max|W|`` being that layer's current abs-max:
   aihwkit's ``WeightModifierType.ADD_NORMAL`` with ``rel_to_actual_wmax=True`` (its torch
   tile, ``modify_weight``: ``w + std_dev * w.abs().max() * randn``). The noise is a constant
