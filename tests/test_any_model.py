@@ -46,8 +46,30 @@ def user_cnn(bn=True):
     return randomize_bn(build_user_cnn(num_classes=10, in_channels=3, input_size=16, bn=bn).eval())
 
 
+class _Nested(nn.Module):
+    """BatchNorm1d after a Linear and a BatchNorm2d, deep inside containers."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleDict({"a": nn.Sequential(nn.Conv2d(3, 4, 3, stride=4),
+                                                        nn.BatchNorm2d(4), nn.ReLU())})
+        self.head = nn.ModuleList([nn.Linear(64, 8), nn.BatchNorm1d(8), nn.Linear(8, 10)])
+
+    def forward(self, x):
+        x = self.blocks["a"](x).flatten(1)
+        for m in self.head:
+            x = m(x)
+        return x
+
+
+def nested():
+    torch.manual_seed(0)
+    return randomize_bn(_Nested().eval())
+
+
 MODELS = {"resnet18": lambda: tv("resnet18"), "mobilenet_v2": lambda: tv("mobilenet_v2"),
-          "user_cnn": user_cnn, "user_cnn_folded": lambda: fold_bn(user_cnn())}
+          "user_cnn": user_cnn, "user_cnn_folded": lambda: fold_bn(user_cnn()),
+          "nested_bn1d": nested}
 
 
 # ------------------------------------------------------------------ placement and MACs
@@ -201,7 +223,7 @@ def test_weight_noise_and_hwa_noise_reach_every_analog_layer_and_no_digital_one(
     assert len(seen) == len(analog) + len(kept)
 
 
-@pytest.mark.parametrize("name", ["resnet18", "user_cnn_folded"])
+@pytest.mark.parametrize("name", ["resnet18", "user_cnn_folded", "nested_bn1d"])
 def test_recalibration_reaches_every_bn_whatever_the_nesting(name):
     model = MODELS[name]()
     images = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8,
