@@ -19,6 +19,10 @@ bn_mode              analog only: ``"keep"`` (BN digital), ``"fold"``, ``"recal"
                      statistics re-estimated on each chip at inference) or ``"none"`` (no BN)
 preset               analog only: the resolved device preset (plain dict)
 source_sha256        analog only: SHA-256 of the digital checkpoint it came from
+placement            analog only: ``{"fold": ..., "layers": ...}``: what BN folding folded and
+                     left digital (``Folding.to_dict``, None unless ``fold``) and the layers
+                     kept digital with their multiply-accumulates (``Placement.to_dict``);
+                     absent in older checkpoints
 ===================  ======================================================================
 
 aihwkit's own analog state_dict pickles its rpu_config and is refused by weights_only
@@ -68,6 +72,7 @@ class Checkpoint:
     bn_mode: str | None = None
     preset: dict[str, Any] | None = None
     source_sha256: str | None = None
+    placement: dict[str, Any] | None = None
     hwsim_version: str = __version__
 
     @property

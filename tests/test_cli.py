@@ -1,3 +1,4 @@
+import json
 import os
 from pathlib import Path
 
@@ -86,11 +87,16 @@ def test_convert_then_infer(cnn_bn_digits, tmp_path):
     out = tmp_path / "a.pt"
     result = run("convert", "--model", path, "--device", "pcm", "--bn", "fold", "--out", out)
     assert result.exit_code == 0, result.output
+    # what fold folded is said, and stored with the analog checkpoint and the run's metadata
+    assert "BN fold: 3 of 3 BatchNorm layers folded" in result.output
     result = run("infer", "--model", out, "--t-inference", "1s,1d", "--repeats", "2",
                  "--engine", "aihwkit", "--out", tmp_path / "r.json")
     assert result.exit_code == 0, result.output
     assert "digital accuracy" in result.output and "normalized" in result.output
-    assert (tmp_path / "r.json").exists()
+    assert "BN fold: 3 of 3 BatchNorm layers folded" in result.output
+    placement = json.loads((tmp_path / "r.json").read_text())["meta"]["placement"]
+    assert placement["fold"]["kept"] == [] and len(placement["fold"]["folded"]) == 3
+    assert placement["layers"]["digital"] == [] and placement["layers"]["n_analog"] == 4
 
 
 def test_infer_converts_a_digital_checkpoint_on_the_fly(cnn_nobn_digits):

@@ -193,7 +193,7 @@ def test_a_version_2_store_upgrades_and_reports_as_before(tmp_path):
             con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM new.{table}")
         con.execute("DETACH DATABASE new")
     with Store(old) as store:
-        assert store.schema_version == SCHEMA_VERSION == 3
+        assert store.schema_version == SCHEMA_VERSION
         cells = store.cells()
         assert cells and {(c["hwa"], c["calib_size"]) for c in cells} == {(0.0, None)}
         assert {m["hwa"] for m in store.models()} == {0.0}

@@ -7,9 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from hwsim.analog.placement import analog_layers
 from hwsim.analog.presets import WeightNoiseSpec
-
-ANALOG_LAYERS = (nn.Conv2d, nn.Linear)
 
 
 @torch.no_grad()
@@ -23,14 +22,14 @@ def perturb_weight(w: torch.Tensor, spec: WeightNoiseSpec, generator=None) -> to
 
 @torch.no_grad()
 def apply_weight_noise(model: nn.Module, spec: WeightNoiseSpec | None) -> nn.Module:
-    """A copy of ``model`` whose conv/linear weights (not biases) carry one noise draw.
+    """A copy of ``model`` whose analog layers' weights (not biases) carry one noise draw
+    (layers kept digital, :mod:`hwsim.analog.placement`, carry none).
 
     Draws come from torch's global RNG, in module order, so a seed fixes them.
     """
     model = copy.deepcopy(model)
     if spec is None or spec.eta == 0:
         return model
-    for m in model.modules():
-        if isinstance(m, ANALOG_LAYERS):
-            m.weight.copy_(perturb_weight(m.weight, spec))
+    for m in analog_layers(model).values():
+        m.weight.copy_(perturb_weight(m.weight, spec))
     return model

@@ -11,7 +11,8 @@ computes them; that function is not used as such because it puts the whole model
 training mode, and an aihwkit analog layer in training mode stops applying its drift
 compensation. Here only the BN layers train; everything else stays in eval mode.
 
-This works on any engine's ``model``: BN stays a digital ``nn.BatchNorm2d`` in all of them.
+This works on any engine's ``model``: BN stays a digital ``BatchNorm1d``/``2d`` in all of
+them, and every BN layer of the model is recalibrated, whatever its nesting.
 """
 
 from __future__ import annotations

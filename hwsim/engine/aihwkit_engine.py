@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from hwsim.analog.noise import apply_weight_noise
+from hwsim.analog.placement import digital_layers
 from hwsim.analog.presets import DevicePreset
 from hwsim.engine.base import Engine
 from hwsim.engine.rpu import to_rpu_config
@@ -28,7 +29,18 @@ class AihwkitEngine(Engine):
     def __init__(self, digital: nn.Module, preset: DevicePreset, device: torch.device):
         super().__init__(digital, preset, device)
         self.rpu_config = to_rpu_config(preset, self.tile)
+        # layers the tiles cannot hold stay digital (hwsim.analog.placement), in every engine
+        self.digital_layers = digital_layers(self.digital)
         self._analog: nn.Module | None = None
+
+    def convert(self, model: nn.Module) -> nn.Module:
+        """aihwkit's analog copy of ``model``, the layers kept digital left as they are."""
+        from aihwkit.nn.conversion import convert_to_analog
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return convert_to_analog(model, self.rpu_config,
+                                     exclude_modules=list(self.digital_layers))
 
     @property
     def model(self) -> nn.Module:
@@ -37,14 +49,9 @@ class AihwkitEngine(Engine):
         return self._analog
 
     def program(self, seed: int) -> None:
-        from aihwkit.nn.conversion import convert_to_analog
-
         torch.manual_seed(seed)
         noisy = apply_weight_noise(self.digital, self.preset.weight_noise)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            analog = convert_to_analog(noisy, self.rpu_config)
-        self._analog = analog.to(self.device).eval()
+        self._analog = self.convert(noisy).to(self.device).eval()
         if self.preset.time_dependent:
             self._analog.program_analog_weights()
             self._check_weights()

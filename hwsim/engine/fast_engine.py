@@ -16,7 +16,6 @@ hwsim does not reimplement (``reram-wan2022``) always take that path.
 from __future__ import annotations
 
 import copy
-import warnings
 
 import torch
 from torch import nn
@@ -65,11 +64,7 @@ class FastEngine(AihwkitEngine):
     def chip_model(self) -> chips.ChipModel:
         """The engine's :class:`~hwsim.engine.chips.ChipModel` (built on first use)."""
         if self._chip is None:
-            from aihwkit.nn.conversion import convert_to_analog
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                analog = convert_to_analog(copy.deepcopy(self.digital).cpu(), self.rpu_config)
+            analog = self.convert(copy.deepcopy(self.digital).cpu())
             layout = read_layers(analog.eval())
             self._chip = chips.ChipModel(self.digital, self.preset, layout,
                                          self._readout_forward if self.io else None,

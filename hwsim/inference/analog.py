@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hwsim.analog.bn import check_bn_mode, fold_bn
+from torch import nn
+
+from hwsim.analog.bn import check_bn_mode, fold_batchnorm
+from hwsim.analog.placement import describe_layers, place_layers
 from hwsim.analog.presets import DevicePreset
 from hwsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from hwsim.errors import CheckpointError, ConfigError
@@ -56,11 +59,31 @@ def to_analog(ckpt: Checkpoint, preset: DevicePreset, bn_mode: str = "keep",
         if bn_mode == "fold":
             note = f"{ckpt.arch} has no BatchNorm layers: --bn fold has nothing to fold"
         bn_mode = "none"
-    elif bn_mode == "fold":
-        state = {k: v.clone() for k, v in fold_bn(ckpt.build_model()).state_dict().items()}
+    model, folding = ckpt.build_model(), None
+    if ckpt.bn and bn_mode == "fold":
+        result = fold_batchnorm(model)
+        model, folding = result.model, result.to_dict()
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+    placement = {"fold": folding, "layers": place_layers(
+        model, (ckpt.in_channels, ckpt.input_size, ckpt.input_size)).to_dict()}
     analog = replace(ckpt, kind="analog", bn_mode=bn_mode, preset=preset.to_dict(),
-                     source_sha256=source_sha256, state_dict=state)
+                     source_sha256=source_sha256, state_dict=state, placement=placement)
+    note = "\n".join(line for line in (note, describe_layers(placement)) if line)
     return Conversion(analog, note)
+
+
+def model_placement(model: nn.Module, ckpt: Checkpoint) -> dict:
+    """A digital model's ``placement`` (as :func:`to_analog` stores it): the layers kept
+    digital with their MACs for one input of ``ckpt``'s shape, and what BN folding would fold
+    and leave digital (None without BN or for a model torch.fx cannot trace)."""
+    fold = None
+    if ckpt.bn:
+        try:
+            fold = fold_batchnorm(model).to_dict()
+        except ConfigError:  # fold jobs say so themselves; keep and recal still run
+            fold = None
+    return {"fold": fold, "layers": place_layers(
+        model, (ckpt.in_channels, ckpt.input_size, ckpt.input_size)).to_dict()}
 
 
 def convert_file(model_path: str | Path, preset: DevicePreset, bn_mode: str, out: str | Path,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from hwsim.analog.placement import describe_layers
 from hwsim.analog.presets import DevicePreset, preset_from_dict
 from hwsim.analog.recalibrate import DEFAULT_CALIB_SIZE, calibration_sample
 from hwsim.checkpoint import Checkpoint
@@ -60,6 +61,7 @@ def build_chip(ckpt: Checkpoint, data: Dataset, *, preset: DevicePreset | None =
             raise CheckpointError(
                 f"the checkpoint is already converted (preset {ckpt.preset['name']!r}, BN "
                 f"{ckpt.bn_mode}): give no preset or BN mode, or the digital checkpoint")
+        note = describe_layers(ckpt.placement)
     else:
         if preset is None:
             raise CheckpointError("a digital checkpoint: name a device preset to convert it for")

@@ -196,6 +196,7 @@ def run_metadata(ckpt: Checkpoint, preset: DevicePreset, settings: InferSettings
     return {
         "arch": ckpt.arch, "bn": ckpt.bn, "bn_mode": ckpt.bn_mode, "dataset": ckpt.dataset,
         "preset": preset.to_dict(), "source_sha256": ckpt.source_sha256,
+        "placement": ckpt.placement,
         "train_config": ckpt.train_config, "settings": asdict(settings),
         "n_test": n_test, "test_split": f"first {n_test} of {len(data.test_y)} test images",
         "data_source": data.source, "compute_device": device,

@@ -198,6 +198,7 @@ def model_rows(models: list[dict], unlearned: list[Unlearned] = ()) -> list[dict
         rows.append({"dataset": dataset, "arch": arch, "bn": bn, "hwa": hwa,
                      "seeds": [m["seed"] for m in ms],
                      "bn_layers": max(int(m["bn_layers"]) for m in ms),
+                     "placement": ms[0].get("placement"),
                      "digital": summarize(m["digital_accuracy"] for m in ms),
                      "n_test": ms[0]["n_test"],
                      "full_test": sum(full) / len(full) if full else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from hwsim.analog.placement import describe_layers
 from hwsim.report.answer_base import mean_ci, p_text
 from hwsim.report.answers import exclusion_text
 from hwsim.report.build import Report
@@ -79,12 +80,43 @@ def _model_table(models: list[dict]) -> Table:
         learned = "yes" if not m["unlearned"] else "no: " + "; ".join(
             f"seed {u.seed} at {pct(u.accuracy)}% < {pct(u.threshold)}%" for u in m["unlearned"])
         bn = m["bn"] + (f", HWA {m['hwa']:g}" if m.get("hwa") else "")
+        digital, unfolded = _placement_cells(m.get("placement"))
         rows.append([m["arch"], bn, ", ".join(map(str, m["seeds"])), str(m["bn_layers"]),
                      mean_ci(m["digital"]) if m["digital"].n > 1 else pct(m["digital"].mean),
                      learned, pct(m["full_test"]),
-                     format_seconds(m["train_seconds"]) if m["train_seconds"] else "—"])
+                     format_seconds(m["train_seconds"]) if m["train_seconds"] else "—",
+                     unfolded, digital])
     return _table(["arch", "BN", "seeds", "BN layers", "digital acc. (%) on evaluated images",
-                   "learned", "full test acc. (%)", "training time"], rows)
+                   "learned", "full test acc. (%)", "training time", "BN left digital by fold",
+                   "layers kept digital (MAC share)"], rows)
+
+
+def _placement_lines(models: list[dict]) -> tuple[str, ...]:
+    """One line per model with layers kept digital or BN that folding leaves digital."""
+    lines = []
+    for m in models:
+        p = m.get("placement")
+        fold = p and p.get("fold")
+        show = p and (p["layers"]["digital"] or (fold and fold["kept"]))
+        if show:
+            what = describe_layers({"fold": fold if fold and fold["kept"] else None,
+                                    "layers": p["layers"]})
+            lines.append(f"{m['arch']} ({m['bn']}): {what.replace(chr(10), '; ')}")
+    return tuple(lines)
+
+
+def _placement_cells(placement: dict | None) -> tuple[str, str]:
+    """The model table's cells for the layers kept digital (with their share of the
+    multiply-accumulates) and the BN layers fold leaves digital; "—" where not recorded."""
+    if not placement:
+        return "—", "—"
+    layers = placement["layers"]
+    digital = (f"{len(layers['digital'])} ({100 * layers['digital_mac_share']:.1f}%)"
+               if layers["digital"] else "none")
+    fold = placement.get("fold")
+    unfolded = "—" if fold is None else (
+        f"{len(fold['kept'])} of {len(fold['kept']) + len(fold['folded'])}")
+    return digital, unfolded
 
 
 def report_document(report: Report) -> Document:
@@ -106,6 +138,10 @@ def report_document(report: Report) -> Document:
         b += [Heading(3, "Device presets"), BulletList(tuple(report.presets))]
     if report.models:
         b += [Heading(3, "Trained models"), _model_table(report.models)]
+        digital = _placement_lines(report.models)
+        if digital:
+            b += [Paragraph("What stays digital (the tiles cannot hold it, or BN folding "
+                            "cannot reach it):"), BulletList(digital)]
     b += [Heading(2, "Conventions"), BulletList(tuple(report.notes)), Paragraph(VERDICT_METHOD)]
 
     curves = [f for f in report.figures if f.kind in ("time", "eta")]

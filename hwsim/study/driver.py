@@ -155,7 +155,8 @@ def _train_stage(study: Study, plan: Plan, run_dir: Path, store: Store, executor
                         n_test=out.dataset.n_test, full_test_accuracy=out.full_test_accuracy,
                         bn_layers=out.bn_layers, checkpoint=str(path),
                         checkpoint_sha256=hashlib.sha256(data).hexdigest(),
-                        train_seconds=out.seconds, model_hash=job.model_hash)
+                        train_seconds=out.seconds, model_hash=job.model_hash,
+                        placement=out.placement)
         shared[job.key] = executor.share(data, checkpoint_from_bytes(data, str(path)))
         warn_not_learned(study, job, out.digital_accuracy, log)
     log(f"[train] {len(plan.models)} model(s): {trained} trained, {cached} cached")

@@ -49,7 +49,7 @@ from typing import Any
 from hwsim.errors import HwsimError
 
 STORE_NAME = "results.sqlite"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS models (
     dataset TEXT NOT NULL, arch TEXT NOT NULL, bn TEXT NOT NULL, seed INTEGER NOT NULL,
     digital_accuracy REAL NOT NULL, n_test INTEGER NOT NULL, full_test_accuracy REAL,
     bn_layers INTEGER NOT NULL, checkpoint TEXT NOT NULL, checkpoint_sha256 TEXT NOT NULL,
-    train_seconds REAL, model_hash TEXT NOT NULL, hwa REAL NOT NULL DEFAULT 0
+    train_seconds REAL, model_hash TEXT NOT NULL, hwa REAL NOT NULL DEFAULT 0,
+    placement TEXT
 );
 CREATE TABLE IF NOT EXISTS presets (name TEXT PRIMARY KEY, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -84,7 +85,17 @@ _MIGRATIONS: dict[int, str] = {
     2: "ALTER TABLE cells ADD COLUMN hwa REAL NOT NULL DEFAULT 0; "
        "ALTER TABLE cells ADD COLUMN calib_size INTEGER; "
        "ALTER TABLE models ADD COLUMN hwa REAL NOT NULL DEFAULT 0",
+    # 4: any model (issue 19): the layers kept digital with their MAC share, and what BN
+    # folding leaves digital (JSON); NULL for models trained before
+    3: "ALTER TABLE models ADD COLUMN placement TEXT",
 }
+
+
+def _model_row(row) -> dict:
+    out = {k: row[k] for k in row.keys() if k != "key"}
+    if out.get("placement") is not None:
+        out["placement"] = json.loads(out["placement"])
+    return out
 
 
 class StoreError(HwsimError):
@@ -238,15 +249,16 @@ class Store:
     def add_model(self, key: ModelKey, *, digital_accuracy: float, n_test: int,
                   full_test_accuracy: float | None, bn_layers: int, checkpoint: str,
                   checkpoint_sha256: str, train_seconds: float | None,
-                  model_hash: str = "") -> None:
+                  model_hash: str = "", placement: dict | None = None) -> None:
         with self._db:
             self._db.execute(
                 "INSERT OR REPLACE INTO models (key, dataset, arch, bn, seed, digital_accuracy, "
                 "n_test, full_test_accuracy, bn_layers, checkpoint, checkpoint_sha256, "
-                "train_seconds, model_hash, hwa) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "train_seconds, model_hash, hwa, placement) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (key.id, key.dataset, key.arch, key.bn, key.seed, digital_accuracy, n_test,
                  full_test_accuracy, bn_layers, checkpoint, checkpoint_sha256, train_seconds,
-                 model_hash, key.hwa))
+                 model_hash, key.hwa, None if placement is None else json.dumps(placement)))
 
     def set_preset_hashes(self, hashes: dict[str, str]) -> None:
         """Record the (preset, engine) hashes of the current study."""
@@ -300,14 +312,14 @@ class Store:
             current_only and self._has_grid()) else ""
         cur = self._db.execute(f"SELECT * FROM models{grid} ORDER BY dataset, arch, bn, seed, "
                                "hwa")
-        return [{k: row[k] for k in row.keys() if k != "key"} for row in cur]
+        return [_model_row(row) for row in cur]
 
     def _has_grid(self) -> bool:
         return self._db.execute("SELECT 1 FROM grid LIMIT 1").fetchone() is not None
 
     def model(self, key: ModelKey) -> dict | None:
         row = self._db.execute("SELECT * FROM models WHERE key = ?", (key.id,)).fetchone()
-        return None if row is None else {k: row[k] for k in row.keys() if k != "key"}
+        return None if row is None else _model_row(row)
 
     def meta(self) -> dict[str, Any]:
         return {row[0]: json.loads(row[1]) for row in self._db.execute("SELECT * FROM meta")}

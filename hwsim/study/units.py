@@ -25,6 +25,7 @@ import torch
 from hwsim.checkpoint import Checkpoint, checkpoint_from_bytes, checkpoint_to_bytes
 from hwsim.data import Dataset, load_dataset
 from hwsim.engine import Engine
+from hwsim.inference.analog import model_placement
 from hwsim.inference.chip import Recalibration, build_chip
 from hwsim.inference.evaluate import evaluate
 from hwsim.inference.montecarlo import run_repeat
@@ -83,6 +84,7 @@ class TrainOutcome:
     full_test_accuracy: float | None  # recorded in the checkpoint at training time
     bn_layers: int
     dataset: DatasetRecord
+    placement: dict | None = None  # hwsim.inference.analog.model_placement
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,8 @@ def run_train_unit(unit: TrainUnit, settings: UnitSettings, cache: UnitCache, *,
     x, y = data.test_subset(job.test_subset)
     accuracy = evaluate(model, x, y, ckpt.normalization, device=dev)
     return TrainOutcome(unit, blob, seconds, accuracy, ckpt.test_accuracy,
-                        count_bn_layers(model), _dataset_record(data, len(y)))
+                        count_bn_layers(model), _dataset_record(data, len(y)),
+                        model_placement(model, ckpt))
 
 
 def run_infer_unit(unit: InferUnit, checkpoint: Checkpoint | Callable[[], Checkpoint],

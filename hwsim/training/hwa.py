@@ -1,7 +1,8 @@
 """Hardware-aware (noise-injection) training, as aihwkit's HWA does it (Rasch et al., Nature
 Communications 2023), on ordinary digital layers.
 
-* Weight noise: every training forward sees each conv/linear weight plus fresh zero-mean
+* Weight noise: every training forward sees each analog layer's weight (every conv/linear
+  the tiles hold, whatever the nesting; not the layers kept digital) plus fresh zero-mean
   Gaussian noise of std ``eta * max|W|``, ``max|W|`` being that layer's current abs-max:
   aihwkit's ``WeightModifierType.ADD_NORMAL`` with ``rel_to_actual_wmax=True`` (its torch
   tile, ``modify_weight``: ``w + std_dev * w.abs().max() * randn``). The noise is a constant
@@ -25,15 +26,16 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from hwsim.analog.noise import ANALOG_LAYERS
+from hwsim.analog.placement import analog_layers
 from hwsim.checkpoint import Checkpoint, load_checkpoint
 from hwsim.errors import CheckpointError
 
 
 def analog_weights(model: nn.Module) -> dict[str, nn.Parameter]:
-    """The weights that an analog chip would hold (conv/linear), by parameter name."""
+    """The weights that an analog chip would hold, by parameter name: every analog layer
+    whatever its nesting; not the layers kept digital (:mod:`hwsim.analog.placement`)."""
     return {f"{name}.weight" if name else "weight": m.weight
-            for name, m in model.named_modules() if isinstance(m, ANALOG_LAYERS)}
+            for name, m in analog_layers(model).items()}
 
 
 def noisy_forward(model: nn.Module, eta: float,
@@ -61,7 +63,7 @@ def noisy_forward(model: nn.Module, eta: float,
 
 @torch.no_grad()
 def clip_weights(model: nn.Module, k: float | None) -> None:
-    """Clip each conv/linear layer's weights to ``+-k * std(W)`` in place (None: no-op)."""
+    """Clip each analog layer's weights to ``+-k * std(W)`` in place (None: no-op)."""
     if k is None:
         return
     for w in analog_weights(model).values():
