@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import torch
@@ -127,21 +127,37 @@ def run_repeat(engine: Engine, repeat: int, times: list[float | None], x: torch.
     Every draw comes from ``derive_seed(seed, ...)`` of this repeat and time, so the records
     do not depend on what the engine computed before.
     """
-    engine.program(derive_seed(seed, "program", repeat))
     done = []
-    for t in times:
-        if t is not None:
-            engine.drift(t, derive_seed(seed, "drift", repeat, t))
+    for t in chip_times(engine, repeat, times, seed=seed):
         if recal is not None:
-            recal.seconds.append(recalibrate_bn(
-                engine.model, recal.images, normalization, batch_size=batch_size,
-                device=engine.device, seed=derive_seed(seed, "recal", repeat, t)))
+            recalibrate_cell(engine, recal, normalization, repeat, t, seed=seed,
+                             batch_size=batch_size)
         acc = evaluate(engine.model, x, y, normalization, batch_size=batch_size,
                        device=engine.device)
         done.append(Record(t, repeat, acc))
         if on_eval:
             on_eval(done[-1])
     return done
+
+
+def chip_times(engine: Engine, repeat: int, times: list[float | None], *,
+               seed: int) -> Iterator[float | None]:
+    """Program chip ``repeat`` and drift it to each of ``times`` in increasing order,
+    yielding each time with the chip there: the chips of :func:`run_repeat`, draw for draw,
+    for anything else that measures them (``hwsim.diagnose``)."""
+    engine.program(derive_seed(seed, "program", repeat))
+    for t in times:
+        if t is not None:
+            engine.drift(t, derive_seed(seed, "drift", repeat, t))
+        yield t
+
+
+def recalibrate_cell(engine: Engine, recal: Recalibration, normalization: dict, repeat: int,
+                     t: float | None, *, seed: int, batch_size: int = 500) -> None:
+    """Re-estimate the BN statistics of chip ``repeat`` at ``t``, from that cell's seed."""
+    recal.seconds.append(recalibrate_bn(
+        engine.model, recal.images, normalization, batch_size=batch_size,
+        device=engine.device, seed=derive_seed(seed, "recal", repeat, t)))
 
 
 def run_metadata(ckpt: Checkpoint, preset: DevicePreset, settings: InferSettings, data: Dataset,
