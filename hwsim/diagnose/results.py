@@ -27,6 +27,13 @@ class LayerLoss:
     only: stats.Test
     but: stats.Test
 
+    @property
+    def score(self) -> float:
+        """The rank key: the mean of the two measures (the layer's loss alone, and within the
+        whole chip, where the layers' errors compound); NaN parts are left out."""
+        parts = [v for v in (self.only.diff, self.but.diff) if v == v]
+        return sum(parts) / len(parts) if parts else float("nan")
+
 
 @dataclass(frozen=True)
 class BNLayerStat:
@@ -61,7 +68,7 @@ class Diagnosis:
                       key=lambda t: -1.0 if t is None else t)
 
     def layer_losses(self, t: float | None) -> list[LayerLoss]:
-        """Every layer's loss at ``t``, ranked: largest ``only`` loss first."""
+        """Every layer's loss at ``t``, ranked by :attr:`LayerLoss.score`, largest first."""
         acc: dict[tuple, dict[int, float]] = defaultdict(dict)
         for r in self.sensitivity:
             if r["t"] == t:
@@ -76,8 +83,7 @@ class Diagnosis:
                 info,
                 stats.paired_test([self.digital_accuracy] * len(ks), [only[k] for k in ks]),
                 stats.paired_test([but[k] for k in ks], [whole[k] for k in ks])))
-        return sorted(out, key=lambda loss: (-_num(loss.only.diff), -_num(loss.but.diff),
-                                             loss.layer.depth))
+        return sorted(out, key=lambda loss: (-_num(loss.score), loss.layer.depth))
 
     def whole_loss(self, t: float | None) -> stats.Stat:
         """Digital accuracy minus that of the whole chip, over chips."""

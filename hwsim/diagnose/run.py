@@ -90,7 +90,8 @@ def diagnose(ckpt: Checkpoint, data: Dataset, preset: DevicePreset, settings: Di
             f"--compare must be the same architecture on the same dataset ({ckpt.arch} on "
             f"{ckpt.dataset}), got {compare.arch} on {compare.dataset}")
     start = time.perf_counter()
-    chip = build_chip(ckpt, data, preset=preset, bn_mode=bn_mode if ckpt.bn else None,
+    chip = build_chip(ckpt, data, preset=preset,
+                      bn_mode=bn_mode if ckpt.bn or bn_mode == "recal" else None,
                       engine=settings.engine, compute_device=compute_device,
                       calib_size=settings.calib_size, seed=settings.seed)
     engine, norm = chip.engine, chip.checkpoint.normalization
