@@ -156,3 +156,45 @@ def write_diagnosis(diag: Diagnosis, out: Path) -> list[Path]:
     _write(md_path, ("\n".join(md) + "\n").encode())
     written.insert(1, md_path)
     return written
+
+
+def diagnosis_figures(diag: Diagnosis) -> list:
+    """The report's figures of one diagnosis (FigureSpecs that draw themselves)."""
+    from hwsim.report.figure_specs import FigureSpec, _slug
+
+    m = diag.meta
+    out = []
+    for t in diag.times:
+        cond = condition_label(diag, t)
+        for kind, draw, title in (
+                (("sensitivity", sensitivity_png, "accuracy lost per layer")),
+                (("bn-stats", bn_png, "BN statistics on the chip")),
+                (("depth-error", depth_png, "error along the depth"))):
+            if kind == "bn-stats" and not diag.bn:
+                continue
+            out.append(FigureSpec(
+                name=_slug("diagnose", m["dataset"], m["arch"], cond, kind),
+                title=f"{m['arch']} on {m['dataset']}, {cond}: {title}",
+                caption=_CAPTIONS[kind].format(chips=m["settings"]["repeats"],
+                                               split=m["test_split"], bn=m["bn_images"],
+                                               depth=m["depth_images"]),
+                kind="diagnosis", xlabel="", ylabel="", dataset=m["dataset"],
+                draw=lambda d=draw, t=t: d(diag, t)))
+    return out
+
+
+_CAPTIONS = {
+    "sensitivity": "Accuracy lost per weight layer, ranked, with 95% CIs paired over {chips} "
+                   "chips, on the {split}: red, only this layer analog (the others exact); "
+                   "blue, what making this layer exact recovers from the whole chip. Labels: "
+                   "layer, weight shape, share of the weights, BN neighbour.",
+    "bn-stats": "Input statistics of every BN layer through the chip, on {bn}, against the "
+                "stored (training) statistics, vs depth: mean shift in stored standard "
+                "deviations (RMS over channels) and variance ratio (geometric mean); grey, "
+                "the digital model on the same images (the floor); blue, after recalibrating "
+                "the chip (a check of recalibration, fresh forward noise). Bands: 95% CI over "
+                "{chips} chips.",
+    "depth-error": "Relative error of each weight layer's output, analog vs digital, on the "
+                   "{depth}, vs depth; beside it the no-BN model of the same architecture and "
+                   "seed, on chips of the same seeds, when the study trains one.",
+}
