@@ -85,15 +85,19 @@ def answer_diagnosis(f: Findings) -> Answer | None:
     shares = [s for s in shares if not math.isnan(s)]
     spread = (f"{100 * min(shares):.0f}-{100 * max(shares):.0f}%" if len(shares) > 1 else
               f"{100 * shares[0]:.0f}%") if shares else "none"
+    trend = (f"The BN-statistics shift grows significantly with depth under {grows} of "
+             f"{testable} testable {'condition' if testable == 1 else 'conditions'}."
+             if testable else
+             "Whether the BN-statistics shift grows with depth cannot be tested here: every "
+             "diagnosed model has fewer than 4 BN layers (a permutation test over n layers "
+             "cannot go below p = 1/n!).")
     answer = (f"On {f.dataset}, the three layers that lose most hold {spread} of the summed "
               f"per-layer losses (ranked by the mean of: only that layer analog, and every "
               f"layer analog but that one; {len(cases)} diagnosed "
-              f"{'condition' if len(cases) == 1 else 'conditions'}). The BN-statistics "
-              f"shift grows significantly with depth under {grows} of {testable} testable "
-              f"{'condition' if testable == 1 else 'conditions'}.")
+              f"{'condition' if len(cases) == 1 else 'conditions'}). {trend}")
     table = Table(("model", "condition", "whole chip", "top 3 layers (mean loss)",
                    "top-3 share", "BN shift first / middle / last; trend"), tuple(rows))
     family = (f"family of {testable} one-sided permutation tests of Spearman's ρ (shift vs "
-              "depth), one per diagnosed condition, Holm-corrected")
+              "depth), one per diagnosed condition, Holm-corrected") if testable else ""
     figures = tuple(fig for fig in f.figures if fig.kind == "diagnosis")
     return Answer(QUESTION, short, answer, tuple(details), (table,), figures, family)
