@@ -61,8 +61,9 @@ def diagnose_cmd(model_path, arch, device, bn_mode, eta, times, repeats, seed, t
     - error along the depth: each layer's output, analog vs digital.
 
     \b
-    Cost: (2 x layers + 1) x repeats x times evaluations of the test images (ResNet-20:
-    39 per chip and time), plus 4 forwards of the calibration images per chip and time.
+    Cost: (2 x layers + 1) x repeats x times evaluations of the test images (ResNet-20,
+    22 weight layers: 45 per chip and time), plus 4 forwards of the calibration images per
+    chip and time.
     --test-subset and --repeats keep it affordable; the output states both.
     """
     from hwsim.checkpoint import load_checkpoint
