@@ -61,8 +61,9 @@ def layer_inventory(digital: nn.Module, unfolded: nn.Module, sample: torch.Tenso
                     folded: bool) -> list[LayerInfo]:
     """The weight layers of ``digital`` (the model the chip was built from) in forward order.
 
-    ``unfolded`` is the trained model before any BN folding (the same names): its BN layers
-    name each layer's neighbour (the BN directly after it in its ``nn.Sequential``).
+    ``unfolded`` is the trained model before any BN folding (the same names; not run): its
+    BN layers name each layer's neighbour (the BN directly after it in its ``nn.Sequential``).
+    ``sample`` is a batch on ``digital``'s device.
     """
     order = forward_order(digital, sample, WEIGHT_LAYERS)
     modules = dict(digital.named_modules())

@@ -101,7 +101,7 @@ def diagnose(ckpt: Checkpoint, data: Dataset, preset: DevicePreset, settings: Di
     x, y = data.test_subset(settings.test_subset)
     xd = x[:settings.depth_images]
     sample = normalize(x[:2].to(engine.device), norm["mean"], norm["std"])
-    layers = layer_inventory(engine.digital, ckpt.build_model(), sample.cpu(),
+    layers = layer_inventory(engine.digital, ckpt.build_model(), sample,
                              folded=chip.checkpoint.bn_mode == "fold")
     bn_names = forward_order(engine.digital, sample, BN_KINDS)
     calib = chip.recalibration or Recalibration(calibration_sample(
