@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from hwsim.analog.presets import load_preset
@@ -207,3 +208,18 @@ def test_cli_refuses_recal_without_bn_and_a_mismatched_compare(cnn_nobn_digits, 
     r = _cli("diagnose", "--model", cnn_nobn_digits[0], "--device", "pcm", "--compare", path)
     assert r.exit_code != 0 and len(r.output.strip().splitlines()) == 1, r.output
     assert "same architecture" in r.output
+
+
+def test_the_shift_trend_over_many_bn_layers_can_pass_and_fail():
+    """Past 7 points the permutation test draws 9,999 seeded pairings: reproducible, able to
+    find a noisy rise and to refuse a fall or noise."""
+    from hwsim.stats import spearman_trend
+
+    gen = torch.Generator().manual_seed(0)
+    depth = list(range(19))
+    rising = [0.02 * d + float(torch.randn(1, generator=gen)) * 0.1 for d in depth]
+    rho, p = spearman_trend(depth, rising)
+    assert rho > 0.5 and p < 0.01 and (rho, p) == spearman_trend(depth, rising)
+    assert spearman_trend(depth, rising[::-1])[1] > 0.5
+    noise = [float(torch.randn(1, generator=gen)) for _ in depth]
+    assert spearman_trend(depth, noise)[1] > 0.05
