@@ -93,13 +93,17 @@ def test_recalibration_brings_the_bn_shift_to_about_zero(cnn_bn_digits, digits, 
     assert prof[-1].values["chip_shift"].mean > 0.05
 
 
-def test_the_chips_are_those_of_hwsim_infer(cnn_bn_digits, digits, one_thread):
-    """gaussian has no forward noise: the whole chip's accuracy per repeat is infer's."""
+@pytest.mark.parametrize("bn_mode", ["keep", "recal"])
+def test_the_chips_are_those_of_hwsim_infer(cnn_bn_digits, digits, bn_mode, one_thread):
+    """gaussian has no forward noise: the whole chip's accuracy per repeat is infer's, BN
+    recalibrated or not."""
     preset = load_preset("gaussian").with_eta(0.4)
-    diag = _diag(cnn_bn_digits[0], digits, preset, repeats=3)
+    diag = _diag(cnn_bn_digits[0], digits, preset, repeats=3, bn_mode=bn_mode)
+    assert diag.meta["bn_mode"] == bn_mode
     res = run_inference(load_checkpoint(cnn_bn_digits[0]), digits,
-                        InferSettings(times=(YEAR,), repeats=3, test_subset=150),
-                        preset=preset, progress=False)
+                        InferSettings(times=(YEAR,), repeats=3, test_subset=150,
+                                      calib_size=256 if bn_mode == "recal" else None),
+                        preset=preset, bn_mode=bn_mode, progress=False)
     whole = {r["repeat"]: r["accuracy"] for r in diag.sensitivity if r["config"] == "all"}
     assert whole == {r.repeat: r.accuracy for r in res.records}
 
