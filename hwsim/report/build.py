@@ -26,7 +26,7 @@ from hwsim.report.context import (
     setup_lines,
     small_run_reasons,
 )
-from hwsim.report.diagnosis import diagnosis_figures
+from hwsim.report.diagnosis import diagnosis_figures, load_diagnoses
 from hwsim.report.figures import (
     FigureSpec,
     bn_layer_figures,
@@ -38,7 +38,6 @@ from hwsim.report.figures import (
 from hwsim.report.trends import Trend, bn_layer_counts, bn_trends
 from hwsim.report.verdicts import COMPARISONS, Verdict, build_verdicts, remedy_comparisons
 from hwsim.stats import LEARNED_FACTOR, has_learned
-from hwsim.study.diagnosis import load_diagnoses
 from hwsim.study.store import Store
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hwsim.diagnose import Diagnosis
 from hwsim.diagnose.summary import condition_label, format_summary
+from hwsim.study.store import DIAGNOSE_DIR
 from hwsim.util.runtime import atomic_write
 from hwsim.util.timefmt import format_time
 
@@ -198,3 +199,14 @@ _CAPTIONS = {
                    "{depth}, vs depth; beside it the no-BN model of the same architecture and "
                    "seed, on chips of the same seeds, when the study trains one.",
 }
+
+
+def load_diagnoses(run_dir: Path, meta: dict) -> list[Diagnosis]:
+    """A study run's current diagnoses that exist in ``run_dir`` (listed in the store's meta
+    by :func:`hwsim.study.diagnosis.run_diagnoses`)."""
+    out = []
+    for entry in (meta.get(DIAGNOSE_DIR) or {}).values():
+        path = Path(run_dir) / entry["file"]
+        if path.is_file():
+            out.append(Diagnosis.from_dict(json.loads(path.read_text())))
+    return out

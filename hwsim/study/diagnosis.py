@@ -1,7 +1,8 @@
 """A study's diagnoses (its ``diagnose`` switch): run after the inference stage, in this
 process, each written to ``RUN_DIR/diagnose/ID.json`` (atomically) as soon as it is done, so
 an interrupted run loses no finished diagnosis and a rerun computes only the missing ones.
-The store's meta ``diagnose`` lists the current plan's diagnoses (the report reads those)."""
+The store's meta ``diagnose`` lists the current plan's diagnoses (the report reads those,
+:func:`hwsim.report.diagnosis.load_diagnoses`)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,9 @@ from pathlib import Path
 
 from hwsim.checkpoint import checkpoint_from_bytes
 from hwsim.data import load_dataset
-from hwsim.diagnose import DiagnoseSettings, Diagnosis, diagnose
 from hwsim.study.plan import DiagnoseJob, Plan
-from hwsim.study.store import Store
+from hwsim.study.store import DIAGNOSE_DIR, Store
 from hwsim.util.runtime import atomic_write
-
-DIAGNOSE_DIR = "diagnose"
 
 
 def diagnosis_path(run_dir: Path, job: DiagnoseJob) -> Path:
@@ -25,6 +23,8 @@ def diagnosis_path(run_dir: Path, job: DiagnoseJob) -> Path:
 def run_diagnoses(plan: Plan, run_dir: Path, store: Store, *, engine: str, data_dir: str | None,
                   compute_device: str, log=print, progress: bool = True) -> int:
     """Compute the plan's missing diagnoses; returns how many were computed."""
+    from hwsim.diagnose.run import DiagnoseSettings, diagnose  # the engines: only to compute
+
     if not plan.diagnoses:
         return 0
     store.set_meta(DIAGNOSE_DIR, {j.id: {"file": f"{DIAGNOSE_DIR}/{j.id}.json",
@@ -54,13 +54,3 @@ def run_diagnoses(plan: Plan, run_dir: Path, store: Store, *, engine: str, data_
         atomic_write(diagnosis_path(run_dir, job), lambda tmp, d=data: Path(tmp).write_bytes(d))
         log(f"[diagnose] {job.label}: {diag.seconds:.1f} s")
     return len(todo)
-
-
-def load_diagnoses(run_dir: Path, meta: dict) -> list[Diagnosis]:
-    """The current plan's diagnoses that exist in ``run_dir`` (per the store's meta)."""
-    out = []
-    for entry in (meta.get(DIAGNOSE_DIR) or {}).values():
-        path = Path(run_dir) / entry["file"]
-        if path.is_file():
-            out.append(Diagnosis.from_dict(json.loads(path.read_text())))
-    return out
