@@ -120,7 +120,8 @@ def test_engines_agree_exactly_under_weight_noise(cnn_bn_digits, digits, one_thr
 
 def test_engines_agree_in_distribution_under_pcm(cnn_bn_digits, digits, one_thread):
     """pcm chips are different draws from one distribution: per layer, the error along the
-    depth and the BN shift agree within 15% and the per-layer accuracies within 4 pp."""
+    depth within 15%, the BN shift within 20% and the per-layer losses within 4 pp (3 chips
+    each)."""
     a, b = (_diag(cnn_bn_digits[0], digits, load_preset("pcm"), e, repeats=3, subset=200)
             for e in ("fast", "aihwkit"))
     t = a.times[0]
@@ -128,7 +129,7 @@ def test_engines_agree_in_distribution_under_pcm(cnn_bn_digits, digits, one_thre
         assert abs(ea.mean - eb.mean) < 0.15 * eb.mean
     for pa, pb in zip(a.bn_profile(t), b.bn_profile(t), strict=True):
         assert abs(pa.values["chip_shift"].mean - pb.values["chip_shift"].mean) \
-            < 0.15 * pb.values["chip_shift"].mean + 0.005
+            < 0.2 * pb.values["chip_shift"].mean + 0.005
     la = {x.layer.name: x for x in a.layer_losses(t)}
     for x in b.layer_losses(t):
         assert abs(x.only.diff - la[x.layer.name].only.diff) < 0.04
