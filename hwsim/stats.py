@@ -168,10 +168,13 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return [float(v) for v in out]
 
 
-def spearman_trend(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """Spearman's rho of ``y`` against ``x`` and its exact one-sided permutation p-value
-    (H1: y rises with x), by enumerating every pairing (``scipy.stats.permutation_test``,
-    ``permutation_type='pairings'``). With n points the smallest possible p is 1/n!.
+def spearman_trend(x: Sequence[float], y: Sequence[float], *,
+                   resamples: int = 9_999) -> tuple[float, float]:
+    """Spearman's rho of ``y`` against ``x`` and its one-sided permutation p-value
+    (H1: y rises with x) (``scipy.stats.permutation_test``, ``permutation_type='pairings'``):
+    exact, by enumerating every pairing, while n! <= ``resamples`` (n <= 7; with n points the
+    smallest possible p is then 1/n!), else over ``resamples`` random pairings drawn from a
+    fixed seed (the p-value counts the observed pairing, so it is at least 1/(resamples+1)).
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
 
@@ -182,8 +185,11 @@ def spearman_trend(x: Sequence[float], y: Sequence[float]) -> tuple[float, float
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
+        exact = math.factorial(len(x)) <= resamples
         res = _st.permutation_test((x, y), rho, permutation_type="pairings", vectorized=True,
-                                   alternative="greater", n_resamples=math.inf)
+                                   alternative="greater",
+                                   n_resamples=math.inf if exact else resamples,
+                                   rng=None if exact else np.random.default_rng(0))
     return float(_st.spearmanr(x, y).statistic), float(res.pvalue)
 
 

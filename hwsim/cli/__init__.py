@@ -5,7 +5,7 @@ Each command parses its options, calls one library function and prints. Every
 and a non-zero exit code; Ctrl-C becomes "interrupted" and exit code 130.
 """
 
-from hwsim.cli import commands, study  # noqa: F401 (registers the commands, in this order)
+from hwsim.cli import commands, diagnose, study  # noqa: F401 (registers the commands, in this order)
 from hwsim.cli.group import cli
 
 

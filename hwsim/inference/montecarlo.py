@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import torch
@@ -128,25 +128,41 @@ def run_repeat(engine: Engine, repeat: int, times: list[float | None], x: torch.
     do not depend on what the engine computed before. Where :func:`stack_size` says it pays,
     the chip's times are evaluated together in one forward (the same records).
     """
-    engine.program(derive_seed(seed, "program", repeat))
     k = stack_size(engine, len(times), x, batch_size, recal)
     if k > 1:
         return _run_repeat_stacked(engine, k, repeat, times, x, y, normalization, seed=seed,
                                    batch_size=batch_size, on_eval=on_eval)
     done = []
-    for t in times:
-        if t is not None:
-            engine.drift(t, derive_seed(seed, "drift", repeat, t))
+    for t in chip_times(engine, repeat, times, seed=seed):
         if recal is not None:
-            recal.seconds.append(recalibrate_bn(
-                engine.model, recal.images, normalization, batch_size=batch_size,
-                device=engine.device, seed=derive_seed(seed, "recal", repeat, t)))
+            recalibrate_cell(engine, recal, normalization, repeat, t, seed=seed,
+                             batch_size=batch_size)
         acc = evaluate(engine.model, x, y, normalization, batch_size=batch_size,
                        device=engine.device)
         done.append(Record(t, repeat, acc))
         if on_eval:
             on_eval(done[-1])
     return done
+
+
+def chip_times(engine: Engine, repeat: int, times: list[float | None], *,
+               seed: int) -> Iterator[float | None]:
+    """Program chip ``repeat`` and drift it to each of ``times`` in increasing order,
+    yielding each time with the chip there: the chips of :func:`run_repeat`, draw for draw,
+    for anything else that measures them (``hwsim.diagnose``)."""
+    engine.program(derive_seed(seed, "program", repeat))
+    for t in times:
+        if t is not None:
+            engine.drift(t, derive_seed(seed, "drift", repeat, t))
+        yield t
+
+
+def recalibrate_cell(engine: Engine, recal: Recalibration, normalization: dict, repeat: int,
+                     t: float | None, *, seed: int, batch_size: int = 500) -> None:
+    """Re-estimate the BN statistics of chip ``repeat`` at ``t``, from that cell's seed."""
+    recal.seconds.append(recalibrate_bn(
+        engine.model, recal.images, normalization, batch_size=batch_size,
+        device=engine.device, seed=derive_seed(seed, "recal", repeat, t)))
 
 
 # Chips stacked along the batch dimension (hwsim.engine.stacked) share one forward; measured
@@ -172,21 +188,22 @@ def stack_size(engine: Engine, n_chips: int, x: torch.Tensor, batch_size: int,
 def _run_repeat_stacked(engine, k: int, repeat: int, times: list[float | None],
                         x: torch.Tensor, y: torch.Tensor, normalization: dict, *, seed: int,
                         batch_size: int, on_eval) -> list[Record]:
-    """:func:`run_repeat` (chip already programmed) with ``k`` times per forward."""
-    done = []
-    for i in range(0, len(times), k):
-        group = times[i:i + k]
-        snapshots = []
-        for t in group:
-            if t is not None:
-                engine.drift(t, derive_seed(seed, "drift", repeat, t))
-            snapshots.append(engine.snapshot())
+    """:func:`run_repeat` with the chip's states at ``k`` times evaluated per forward."""
+    done: list[Record] = []
+    group: list[float | None] = []
+    snapshots = []
+    for t in chip_times(engine, repeat, times, seed=seed):
+        group.append(t)
+        snapshots.append(engine.snapshot())
+        if len(group) < k and len(done) + len(group) < len(times):
+            continue
         accs = evaluate_stacked(engine.stacked_model(snapshots), len(group), x, y,
                                 normalization, batch_size=batch_size, device=engine.device)
-        for t, acc in zip(group, accs):
-            done.append(Record(t, repeat, acc))
+        for t_done, acc in zip(group, accs):
+            done.append(Record(t_done, repeat, acc))
             if on_eval:
                 on_eval(done[-1])
+        group, snapshots = [], []
     return done
 
 

@@ -42,6 +42,8 @@ class Findings:
     remedies: list[Comparison] = field(default_factory=list)  # the remedies' comparisons
     # BN recalibration per model id: {"calib_size", "seconds" (total), "count"} (store meta)
     recalibration: dict[str, dict] = field(default_factory=dict)
+    # hwsim.diagnose.Diagnosis of this dataset's diagnosed models (a study's diagnose switch)
+    diagnoses: list = field(default_factory=list)
 
 
 # ------------------------------------------------------------------ formatting

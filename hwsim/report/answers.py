@@ -41,6 +41,7 @@ from hwsim.report.answer_base import (
     unit,
 )
 from hwsim.report.context import mapping_text
+from hwsim.report.diagnosis_answer import answer_diagnosis
 from hwsim.report.remedies import REMEDIES_QUESTION, answer_remedies
 from hwsim.report.render import Table
 from hwsim.report.trends import Trend
@@ -257,9 +258,9 @@ def mapping_sentences(verdicts: list[Verdict], presets: dict[str, dict]) -> list
 
 AnswerBuilder = Callable[[Findings], "Answer | None"]
 
-# The questions, in reading order: the paper's claims, then the remedies.
+# The questions, in reading order: the paper's claims, the remedies, where the loss is.
 ANSWER_BUILDERS: tuple[AnswerBuilder, ...] = (answer_bn_hurts, answer_bn_layers, answer_folding,
-                                              answer_remedies)
+                                              answer_remedies, answer_diagnosis)
 
 
 def build_answers(findings: Findings) -> list[Answer]:

@@ -4,7 +4,9 @@ computes it from one results store (no checkpoint, dataset or model is loaded)."
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from hwsim.data import dataset_info
 from hwsim.errors import HwsimError
 from hwsim.report.analysis import (
     Group,
@@ -24,6 +26,7 @@ from hwsim.report.context import (
     setup_lines,
     small_run_reasons,
 )
+from hwsim.report.diagnosis import diagnosis_figures, load_diagnoses
 from hwsim.report.figures import (
     FigureSpec,
     bn_layer_figures,
@@ -34,7 +37,7 @@ from hwsim.report.figures import (
 )
 from hwsim.report.trends import Trend, bn_layer_counts, bn_trends
 from hwsim.report.verdicts import COMPARISONS, Verdict, build_verdicts, remedy_comparisons
-from hwsim.stats import LEARNED_FACTOR
+from hwsim.stats import LEARNED_FACTOR, has_learned
 from hwsim.study.store import Store
 
 
@@ -89,9 +92,12 @@ def build_report(store: Store) -> Report:
     bn_layers = bn_layer_counts(models)
     trends = [t for d in datasets for t in bn_trends(d, groups, bn_layers)]
     standard = [g for g in learned if not g.hwa]  # HWA curves are in the remedies' figures
+    diagnoses = [d for d in load_diagnoses(Path(store.path).parent, meta)
+                 if has_learned(d.digital_accuracy,
+                                dataset_info(d.meta["dataset"]).num_classes, factor)]
     figures = [*forest_figures(verdicts), *bn_layer_figures(trends), *time_figures(standard),
                *eta_figures(standard, types), *forest_figures(verdicts, remedies, remedies=True),
-               *remedy_figures(learned)]
+               *remedy_figures(learned), *(f for d in diagnoses for f in diagnosis_figures(d))]
     presets = meta.get("presets") or {}
     answers = {d: build_answers(Findings(
         dataset=d, verdicts=[v for v in verdicts if v.dataset == d],
@@ -99,7 +105,8 @@ def build_report(store: Store) -> Report:
         trends=[t for t in trends if t.dataset == d], presets=presets,
         figures=[f for f in figures if f.dataset == d],
         groups=[g for g in learned if g.dataset == d], remedies=remedies,
-        recalibration=meta.get("recalibration") or {})) for d in datasets}
+        recalibration=meta.get("recalibration") or {},
+        diagnoses=[x for x in diagnoses if x.meta["dataset"] == d])) for d in datasets}
     title = f"hwsim report: {study['name']}" if study.get("name") else "hwsim report"
     about = ""
     if study.get("name"):

@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 from hwsim.report.analysis import (
@@ -74,13 +74,15 @@ class FigureSpec:
     title: str
     caption: str
     kind: Literal["time", "eta", "bn_layers", "forest", "remedy-time", "remedy-eta",
-                  "remedy-forest"]
+                  "remedy-forest", "diagnosis"]
     xlabel: str
     ylabel: str
     series: tuple[Series, ...] = ()
     dataset: str = ""
     rows: tuple[str, ...] = ()  # forest: one label per row, top to bottom
     panels: tuple[ForestPanel, ...] = ()  # forest: one per comparison
+    # diagnosis: drawn by its own function (hwsim.report.diagnosis), which returns the PNG
+    draw: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
 
 
 def _slug(*parts: str) -> str:

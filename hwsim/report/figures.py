@@ -46,6 +46,8 @@ def render_png(spec: FigureSpec, dpi: int = 110) -> bytes:
     from matplotlib.figure import Figure
     from matplotlib.ticker import FixedLocator, NullLocator
 
+    if spec.draw is not None:  # a diagnosis's figure (hwsim.report.diagnosis) draws itself
+        return spec.draw()
     kind = spec.kind.removeprefix("remedy-")  # the remedies' figures are drawn alike
     if kind == "forest":
         return _render_forest(spec, dpi)

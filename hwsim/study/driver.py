@@ -22,6 +22,7 @@ from hwsim.config import to_plain
 from hwsim.data import dataset_info
 from hwsim.engine import ENGINES, software_versions
 from hwsim.errors import ConfigError
+from hwsim.study.diagnosis import run_diagnoses
 from hwsim.study.executors import Executor, LocalExecutor
 from hwsim.study.plan import InferJob, ModelJob, Plan, plan_study
 from hwsim.study.spec import Study
@@ -98,6 +99,8 @@ def run_study(
             computed, total_cells, remaining = _infer_stage(plan, store, executor, settings,
                                                             shared, datasets, log=log,
                                                             progress=progress)
+            run_diagnoses(plan, run_dir, store, engine=engine, data_dir=data_dir,
+                          compute_device=compute_device, log=log, progress=progress)
         finally:
             elapsed = time.perf_counter() - start
             timing = store.meta().get("timing", {})

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -13,6 +14,7 @@ from hwsim.analog.presets import DevicePreset
 from hwsim.study.spec import Study, study_presets
 from hwsim.study.store import CellKey, ModelKey
 from hwsim.training.config import TrainConfig, hwa_suffix
+from hwsim.util.timefmt import parse_time
 
 
 def _hash(obj) -> str:
@@ -57,6 +59,34 @@ class InferJob:
         return [self.cell(r, t) for r in range(self.repeats) for t in self.times]
 
 
+@dataclass(frozen=True)
+class DiagnoseJob:
+    """One diagnosis (:func:`hwsim.diagnose.diagnose`, BN kept) of a BN model under one
+    preset (and eta) at one time, beside its no-BN twin when the study trains it."""
+
+    model: ModelJob
+    compare: ModelJob | None
+    preset: DevicePreset  # with the job's eta applied
+    preset_name: str
+    preset_hash: str
+    eta: float | None
+    t: float | None
+    repeats: int
+    test_subset: int | None
+
+    @functools.cached_property
+    def id(self) -> str:
+        return _hash({"model": self.model.model_hash, "preset": self.preset_hash,
+                      "eta": self.eta, "t": self.t, "repeats": self.repeats,
+                      "test_subset": self.test_subset,
+                      "compare": self.compare.model_hash if self.compare else None})
+
+    @property
+    def label(self) -> str:
+        eta = f" eta {self.eta:g}" if self.eta is not None else ""
+        return f"{self.model.key.dataset} {self.model.key.arch} {self.preset_name}{eta}"
+
+
 @dataclass
 class Plan:
     study: Study
@@ -64,6 +94,7 @@ class Plan:
     infers: list[InferJob]
     presets: dict[str, DevicePreset]
     preset_hashes: dict[str, str]
+    diagnoses: list[DiagnoseJob] = dataclasses.field(default_factory=list)
 
 
 def plan_study(study: Study, engine: str | None = None) -> Plan:
@@ -97,6 +128,35 @@ def plan_study(study: Study, engine: str | None = None) -> Plan:
                             p = preset.with_eta(eta) if eta is not None else preset
                             infers.append(InferJob(job, mode, p, name, preset_hashes[name],
                                                    eta, times, study.repeats, calib))
-    return Plan(study, models, infers, presets, preset_hashes)
+    return Plan(study, models, infers, presets, preset_hashes,
+                _diagnose_jobs(study, models, presets, preset_hashes))
+
+
+def _diagnose_jobs(study: Study, models: list[ModelJob], presets: dict[str, DevicePreset],
+                   preset_hashes: dict[str, str]) -> list[DiagnoseJob]:
+    """The study's ``diagnose`` switch as jobs: per dataset, per named architecture, the BN
+    model of the first seed (standard training) under each preset."""
+    d = study.diagnose
+    if d is None:
+        return []
+    by_key = {m.key: m for m in models}
+    seed = study.seeds[0]
+    jobs = []
+    for plan in study.datasets:
+        for arch in d.architectures:
+            job = by_key.get(ModelKey(plan.name, arch, "bn", seed, 0.0))
+            if job is None:
+                continue
+            twin = by_key.get(ModelKey(plan.name, arch, "no-bn", seed, 0.0))
+            for name in study.presets:
+                preset = presets[name]
+                eta = (d.eta if d.eta is not None else max(study.etas)) \
+                    if preset.weight_noise else None
+                t = (parse_time(d.time) if d.time else max(study.time_seconds)) \
+                    if preset.time_dependent else None
+                jobs.append(DiagnoseJob(job, twin, preset.with_eta(eta) if eta is not None
+                                        else preset, name, preset_hashes[name], eta, t,
+                                        d.repeats, d.test_subset or plan.test_subset))
+    return jobs
 
 

@@ -49,6 +49,24 @@ class DatasetPlan:
 
 
 @dataclass(frozen=True)
+class DiagnoseSpec:
+    """A study's ``diagnose`` switch: diagnose (``hwsim diagnose``, BN kept) the BN model of
+    each named architecture (first training seed, standard training) on every dataset that
+    trains it, under every preset of the study, beside its no-BN twin (``--compare``) when the
+    study trains one; the report answers where the accuracy goes."""
+
+    architectures: list[str]
+    repeats: int = 3  # chips per diagnosis
+    test_subset: int | None = None  # None: the dataset's own test_subset
+    eta: float | None = None  # weight-noise presets: None = the study's largest eta
+    time: str | None = None  # time-dependent presets: None = the study's largest time
+
+    def __post_init__(self):
+        check_fields(self, "repeats", "test_subset")
+        check("eta", self.eta)
+
+
+@dataclass(frozen=True)
 class Study:
     """A validated study file."""
 
@@ -73,6 +91,8 @@ class Study:
     data_dir: str | None = None
     # a model learned when its digital accuracy is >= learned_factor x chance (hwsim.stats)
     learned_factor: float = LEARNED_FACTOR
+    # per-layer sensitivity and BN statistics for the models it names (hwsim.diagnose)
+    diagnose: DiagnoseSpec | None = None
     path: str = ""
 
     def __post_init__(self):  # the same rules as the command line's (hwsim.validate)
@@ -192,6 +212,7 @@ def load_study(name_or_path: str | Path) -> Study:
     except ConfigError as e:
         raise bad("engine", str(e)) from None
     _check_remedies(study, raw, bad)
+    _check_diagnose(study, bad)
     presets = study_presets(study)
     for i, name in enumerate(study.presets):
         preset = presets[name]
@@ -218,6 +239,43 @@ def _check_remedies(study: Study, raw: dict, bad) -> None:
         if not any(study.hwa):
             raise bad("hwa_clip", "set, but hwa lists no training noise above 0 (e.g. "
                                   "hwa: [0, 0.06]); add a level or leave hwa_clip out")
+
+
+def _check_diagnose(study: Study, bad) -> None:
+    """diagnose names architectures the study trains with BN, at an eta and time it has."""
+    d = study.diagnose
+    if d is None:
+        return
+    if "bn" not in study.bn:
+        raise bad("diagnose", "diagnoses BN models, but bn lists only 'no-bn'")
+    if not d.architectures:
+        raise bad("diagnose.architectures", "an empty list; name at least one architecture")
+    trained = {a for plan in study.datasets for a in study.architectures_of(plan)}
+    for i, arch in enumerate(d.architectures):
+        if arch not in trained:
+            raise bad(f"diagnose.architectures[{i}]", f"{arch!r} is not trained by this study; "
+                                                      f"choose from: {', '.join(sorted(trained))}")
+    if len(set(d.architectures)) != len(d.architectures):
+        raise bad("diagnose.architectures", "an architecture is listed twice")
+    if d.eta is not None and d.eta not in study.etas:
+        raise bad("diagnose.eta", f"{d.eta:g} is not one of the study's etas "
+                                  f"({', '.join(f'{e:g}' for e in study.etas) or 'none'})")
+    if d.time is not None:
+        try:
+            t = parse_time(d.time)
+        except ConfigError as e:
+            raise bad("diagnose.time", str(e)) from None
+        if t not in study.time_seconds:
+            raise bad("diagnose.time", f"{d.time!r} is not one of the study's times "
+                                       f"({', '.join(study.times)})")
+    for plan in study.datasets:
+        if not set(d.architectures) & set(study.architectures_of(plan)):
+            continue
+        if d.test_subset is not None and d.test_subset > (plan.test_subset or
+                                                          dataset_info(plan.name).test_size):
+            raise bad("diagnose.test_subset", f"{d.test_subset} is more than the "
+                      f"{plan.test_subset or dataset_info(plan.name).test_size} test images "
+                      f"{plan.name} is evaluated on")
 
 
 def study_presets(study: Study) -> dict[str, DevicePreset]:

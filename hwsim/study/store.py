@@ -49,6 +49,8 @@ from typing import Any
 from hwsim.errors import HwsimError
 
 STORE_NAME = "results.sqlite"
+# a study\'s diagnoses: RUN_DIR/diagnose/ID.json, listed in the meta key of the same name
+DIAGNOSE_DIR = "diagnose"
 SCHEMA_VERSION = 4
 
 _SCHEMA = """
