@@ -22,8 +22,18 @@ from hwsim.training.config import TRAIN_DEFAULTS, hwa_suffix
 
 @cli.command("models")
 def models_cmd() -> None:
-    """List the architectures with parameter count and number of BN layers."""
-    from hwsim.models import count_bn_layers, count_parameters, create_model, list_models
+    """List the architectures with parameter count and number of BN layers, and the other
+    ways to name one (torchvision builders, your own factory)."""
+    import textwrap
+
+    from hwsim.models import (
+        SMALL_INPUT,
+        count_bn_layers,
+        count_parameters,
+        create_model,
+        list_models,
+        torchvision_names,
+    )
 
     click.echo(f"{'arch':<10} {'params (BN)':>12} {'params (no BN)':>15} {'BN layers':>10}")
     for name in list_models():
@@ -32,6 +42,20 @@ def models_cmd() -> None:
         click.echo(f"{name:<10} {count_parameters(with_bn):>12,} {count_parameters(without):>15,}"
                    f" {count_bn_layers(with_bn):>10}")
     click.echo("(parameter counts for 10 classes and 3x32x32 inputs)")
+    click.echo("")
+    names = ", ".join(n.removeprefix("torchvision:") for n in torchvision_names())
+    click.echo(textwrap.fill(
+        "torchvision:NAME  any torchvision classification builder (random init), built for the "
+        "dataset's classes and input channels; for inputs of "
+        f"{SMALL_INPUT}x{SMALL_INPUT} or smaller with a small-input stem (first conv stride 1, "
+        "a 7x7 one as 3x3; no stem max-pool; VGG pools that would shrink the map below 1x1 "
+        "dropped). Without BN (--no-bn) its norm_layer is an identity and convs get a bias; "
+        "builders without a norm_layer (e.g. vgg11_bn) are refused. NAME is one of: " + names,
+        width=100, subsequent_indent="  "))
+    click.echo(textwrap.fill(
+        "package.module:function, path/to/file.py:function  your own factory, called with the "
+        "keywords it takes among num_classes, in_channels, input_size and bn (this runs your "
+        "code; checkpoints record only the reference).", width=100, subsequent_indent="  "))
 
 
 # ----------------------------------------------------------------------------- train
