@@ -2,6 +2,7 @@
 hwsim's own architectures, ``torchvision:NAME`` and a user's ``module:function``."""
 
 from hwsim.models import cnn, resnet, vgg  # noqa: F401  (registers the builders, in this order)
+from hwsim.models.external import SMALL_INPUT, is_external, torchvision_names
 from hwsim.models.registry import (
     check_arch,
     count_bn_layers,
@@ -10,7 +11,6 @@ from hwsim.models.registry import (
     list_models,
     register_model,
 )
-from hwsim.models.external import SMALL_INPUT, is_external, torchvision_names
 
 __all__ = [
     "check_arch",

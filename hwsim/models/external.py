@@ -20,7 +20,7 @@ import importlib.util
 import inspect
 import sys
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -66,7 +66,7 @@ def _tv_builder(name: str) -> Callable[..., nn.Module]:
     return models.get_model_builder(short)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tv_default_has_bn(name: str) -> bool:
     with torch.device("meta"):  # no memory, no random numbers
         return _has_bn(_tv_builder(name)(weights=None, num_classes=10))

@@ -13,6 +13,7 @@ from hwsim.analog.presets import DevicePreset
 from hwsim.study.spec import Study, study_presets
 from hwsim.study.store import CellKey, ModelKey
 from hwsim.training.config import TrainConfig, hwa_suffix
+from hwsim.util.runtime import file_stem
 
 
 def _hash(obj) -> str:
@@ -32,7 +33,8 @@ class ModelJob:
     @property
     def checkpoint_name(self) -> str:
         hwa = hwa_suffix(self.key.hwa)
-        return (f"{self.key.arch}-{self.key.bn}-{self.key.dataset}-s{self.key.seed}{hwa}-"
+        return (f"{file_stem(self.key.arch)}-{self.key.bn}-{file_stem(self.key.dataset)}-"
+                f"s{self.key.seed}{hwa}-"
                 f"{self.model_hash}.pt")
 
 
