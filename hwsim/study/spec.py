@@ -18,10 +18,10 @@ from typing import Literal
 from hwsim.analog.presets import DevicePreset, load_preset
 from hwsim.analog.recalibrate import DEFAULT_CALIB_SIZE
 from hwsim.config import build, read_yaml
-from hwsim.data import DATASETS, dataset_info
+from hwsim.data import dataset_entry, dataset_info
 from hwsim.engine import DEFAULT_ENGINE, ENGINES
 from hwsim.errors import ConfigError, HwsimError
-from hwsim.models import list_models
+from hwsim.models import check_arch
 from hwsim.resources import shipped_dir
 from hwsim.stats import LEARNED_FACTOR
 from hwsim.training.config import TRAIN_DEFAULTS
@@ -163,21 +163,26 @@ def load_study(name_or_path: str | Path) -> Study:
                        else f"{t!r} ({format_time(parse_time(t))})")
         else:
             check_list(key, values, key in raw)
+    def check_architecture(key: str, arch) -> None:
+        """A registered name, torchvision:NAME or a factory, buildable as each of study.bn."""
+        try:
+            for variant in study.bn:
+                check_arch(str(arch), variant == "bn")
+        except ConfigError as e:
+            raise bad(key, str(e)) from None
+
     for i, arch in enumerate(study.architectures):
-        if arch not in list_models():
-            raise bad(f"architectures[{i}]", f"unknown architecture {arch!r}; choose one of: "
-                                             f"{', '.join(list_models())}")
+        check_architecture(f"architectures[{i}]", arch)
     for i, plan in enumerate(study.datasets):
-        if plan.name not in DATASETS:
-            raise bad(f"datasets[{i}].name", f"unknown dataset {plan.name!r}; choose one of: "
-                                             f"{', '.join(DATASETS)}")
+        try:
+            dataset_entry(plan.name)
+        except HwsimError as e:
+            raise bad(f"datasets[{i}].name", str(e)) from None
         if plan.architectures is not None:
             key = f"datasets[{i}].architectures"
             check_list(key, plan.architectures, True)
             for j, arch in enumerate(plan.architectures):
-                if arch not in list_models():
-                    raise bad(f"{key}[{j}]", f"unknown architecture {arch!r}; choose one of: "
-                                             f"{', '.join(list_models())}")
+                check_architecture(f"{key}[{j}]", arch)
         if plan.test_subset is not None and plan.test_subset > dataset_info(plan.name).test_size:
             raise bad(f"datasets[{i}].test_subset", f"{plan.name} has "
                       f"{dataset_info(plan.name).test_size} test images, asked for the first "
