@@ -36,9 +36,10 @@ analog result is read (:func:`hwsim.inference.evaluate.measure_test_accuracy`).
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import pickle
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,9 @@ class Checkpoint:
     preset: dict[str, Any] | None = None
     source_sha256: str | None = None
     hwsim_version: str = __version__
+    # an in-memory model (the notebook API, :mod:`hwsim.notebook`): rebuilt by copying it;
+    # a checkpoint holding one is never written (it is not plain data)
+    module: nn.Module | None = field(default=None, repr=False, compare=False)
 
     @property
     def folded(self) -> bool:
@@ -99,6 +103,9 @@ class Checkpoint:
         self._load_into(model, assign=True)  # assign: a meta model cannot copy values
 
     def _empty_model(self) -> nn.Module:
+        if self.module is not None:
+            model = copy.deepcopy(self.module)
+            return fold_bn(model) if self.folded else model
         model = create_model(self.arch, bn=self.bn, num_classes=self.num_classes,
                              in_channels=self.in_channels, input_size=self.input_size)
         return fold_bn(model) if self.folded else model
@@ -121,8 +128,12 @@ class Checkpoint:
         return "imported_from" in self.train_config
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["state_dict"] = {k: v.detach().cpu().clone() for k, v in self.state_dict.items()}
+        if self.module is not None:
+            raise CheckpointError("an in-memory model's checkpoint cannot be saved: save its "
+                                  "state_dict with torch.save and name its architecture")
+        d = {f.name: ({k: v.detach().cpu().clone() for k, v in self.state_dict.items()}
+                      if f.name == "state_dict" else copy.deepcopy(getattr(self, f.name)))
+             for f in fields(self) if f.name != "module"}
         return {"format": FORMAT, "version": FORMAT_VERSION, **d}
 
 
@@ -333,9 +344,9 @@ def _from_dict(obj: dict, path: Any) -> Checkpoint:
             f"{path}: checkpoint format version {obj.get('version')!r} is not supported "
             f"(this hwsim reads version {FORMAT_VERSION})"
         )
-    fields = {k: v for k, v in obj.items() if k not in ("format", "version")}
+    given = {k: v for k, v in obj.items() if k not in ("format", "version", "module")}
     try:
-        ckpt = Checkpoint(**fields)
+        ckpt = Checkpoint(**given)
     except TypeError as e:
         raise CheckpointError(f"{path}: malformed hwsim checkpoint ({e})") from None
     if ckpt.kind not in KINDS:
