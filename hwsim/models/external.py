@@ -4,7 +4,8 @@
   downloaded weights), built for the dataset's classes and input channels. For inputs of
   32x32 or smaller the stem is the small-input one CIFAR ResNets use: the first conv has
   stride 1 (a 7x7 one becomes 3x3, padding 1) and a stem max-pool (``maxpool``) is dropped,
-  so an 8x8 or 28x28 image is not shrunk to 1x1 before the first block. Without BN
+  so an 8x8 or 28x28 image is not shrunk to 1x1 before the first block; a later pool that
+  would get a map smaller than its window (VGG's fifth on 28x28) becomes an identity. Without BN
   (``bn=False``) the builder's ``norm_layer`` is ``nn.Identity`` and every conv gets a bias,
   as in hwsim's own BN-free models; a builder that takes no ``norm_layer`` is refused.
 - ``package.module:function`` or ``path/to/file.py:function``: a user's factory, called with
@@ -126,15 +127,45 @@ def _adapt_stem(model: nn.Module, in_channels: int, input_size: int) -> None:
         setattr(parent, attr, new)
     if small and isinstance(getattr(model, "maxpool", None), nn.MaxPool2d):
         model.maxpool = nn.Identity()
-    if small and hasattr(model, "features") and isinstance(model.features, nn.Sequential):
-        # VGG-style stacks: drop the 2x2 pools that would shrink the map below 1x1
-        size = input_size
-        for i, layer in enumerate(model.features):
-            if isinstance(layer, nn.MaxPool2d):
-                if size >= 2:
-                    size //= 2
-                else:
-                    model.features[i] = nn.Identity()
+    if small:
+        _drop_small_pools(model, in_channels, input_size)
+
+
+POOLS = (nn.MaxPool2d, nn.AvgPool2d)
+
+
+@torch.no_grad()
+def _drop_small_pools(model: nn.Module, in_channels: int, input_size: int) -> None:
+    """Replace each pool that a small input reaches with a map smaller than its window (and
+    that would raise) by an identity: forward one blank image, drop the failing pool, again."""
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(sum(isinstance(m, POOLS) for m in model.modules()) + 1):
+            seen: list[tuple[str, int, int]] = []
+            hooks = [m.register_forward_pre_hook(
+                lambda mod, args, name=name, seen=seen: seen.append(
+                    (name, args[0].shape[-1], _window(mod))))
+                for name, m in model.named_modules() if isinstance(m, POOLS)]
+            try:
+                model(torch.zeros(1, in_channels, input_size, input_size))
+                return
+            except RuntimeError:
+                small = [name for name, size, window in seen if size < window]
+                if not small:
+                    raise
+                parent, _, attr = small[-1].rpartition(".")
+                setattr(model.get_submodule(parent), attr, nn.Identity())
+            finally:
+                for h in hooks:
+                    h.remove()
+    finally:
+        model.train(was_training)
+
+
+def _window(pool: nn.Module) -> int:
+    k = pool.kernel_size
+    return k if isinstance(k, int) else k[0]
 
 
 def _add_conv_biases(model: nn.Module) -> None:

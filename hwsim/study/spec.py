@@ -30,6 +30,14 @@ from hwsim.validate import check, check_fields
 
 
 @dataclass(frozen=True)
+class ImportedCheckpoint:
+    """A model trained elsewhere: evaluated and simulated as it is, never trained."""
+
+    arch: str  # one of the dataset's architectures
+    path: str  # an hwsim checkpoint or one from elsewhere; relative to the study file
+
+
+@dataclass(frozen=True)
 class DatasetPlan:
     """Training and evaluation settings for one dataset of a study."""
 
@@ -42,6 +50,8 @@ class DatasetPlan:
     train_subset: int | None = None  # first N training images (None: all)
     test_subset: int | None = None  # evaluate on the first N test images (None: all)
     architectures: list[str] | None = None  # this dataset's architectures (None: the study's)
+    # architectures whose model comes from a file instead of training (one model each)
+    checkpoints: list[ImportedCheckpoint] | None = None
 
     def __post_init__(self):  # the same rules as the command line's (hwsim.validate)
         check_fields(self, "epochs", "batch_size", "lr", "grad_clip", "weight_decay",
@@ -187,6 +197,7 @@ def load_study(name_or_path: str | Path) -> Study:
             raise bad(f"datasets[{i}].test_subset", f"{plan.name} has "
                       f"{dataset_info(plan.name).test_size} test images, asked for the first "
                       f"{plan.test_subset}")
+        _check_imports(study, i, plan, bad)
         classes = dataset_info(plan.name).num_classes
         if not 1 < study.learned_factor < classes:
             raise bad("learned_factor", f"must be above 1 (chance) and below the number of "
@@ -223,6 +234,40 @@ def _check_remedies(study: Study, raw: dict, bad) -> None:
         if not any(study.hwa):
             raise bad("hwa_clip", "set, but hwa lists no training noise above 0 (e.g. "
                                   "hwa: [0, 0.06]); add a level or leave hwa_clip out")
+
+
+def imported_path(study: Study, entry: ImportedCheckpoint) -> Path:
+    """An imported checkpoint's file: a relative path is taken from the study file's folder."""
+    path = Path(entry.path)
+    return path if path.is_absolute() else Path(study.path).parent / path
+
+
+def _check_imports(study: Study, i: int, plan: DatasetPlan, bad) -> None:
+    """Each imported checkpoint names one of the dataset's architectures once, loads as that
+    architecture on that dataset, and has a BN variant the study lists."""
+    from hwsim.checkpoint import load_checkpoint
+
+    archs = study.architectures_of(plan)
+    seen: set[str] = set()
+    for j, entry in enumerate(plan.checkpoints or ()):
+        key = f"datasets[{i}].checkpoints[{j}]"
+        if entry.arch not in archs:
+            raise bad(f"{key}.arch", f"{entry.arch!r} is not one of this dataset's "
+                                     f"architectures ({', '.join(archs)})")
+        if entry.arch in seen:
+            raise bad(f"{key}.arch", f"{entry.arch!r} has two checkpoints")
+        seen.add(entry.arch)
+        try:
+            ckpt = load_checkpoint(imported_path(study, entry), arch=entry.arch,
+                                   dataset=plan.name)
+        except HwsimError as e:
+            raise bad(f"{key}.path", str(e)) from None
+        if ckpt.kind != "digital":
+            raise bad(f"{key}.path", "an analog checkpoint: give the digital one")
+        variant = "bn" if ckpt.bn else "no-bn"
+        if variant not in study.bn:
+            raise bad(f"{key}.path", f"a model {'with' if ckpt.bn else 'without'} BN, but bn "
+                                     f"lists only {', '.join(study.bn)}")
 
 
 def study_presets(study: Study) -> dict[str, DevicePreset]:
