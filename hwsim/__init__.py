@@ -22,7 +22,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 def __getattr__(name: str):
     if name in ("simulate", "results", "as_dataset"):
-        from hwsim import notebook
+        import importlib  # by name: hwsim.notebook imports modules that import hwsim
 
-        return getattr(notebook, name)
+        return getattr(importlib.import_module("hwsim.notebook"), name)
     raise AttributeError(f"module 'hwsim' has no attribute {name!r}")

@@ -94,7 +94,7 @@ def test_train_infer_and_recalibrate_on_an_image_folder(tmp_path, one_thread):
 def test_a_study_on_an_image_folder(tmp_path, one_thread):
     from hwsim.study import load_study, run_study
 
-    root = write_folder(tmp_path / "imgs", n_train=16, n_test=8)
+    root = write_folder(tmp_path / "imgs", n_train=16, n_test=8, classes=("a", "b", "c"))
     study = tmp_path / "s.yaml"
     study.write_text(f"""
 name: folder

@@ -3,7 +3,9 @@ file, or a module), foreign checkpoint layouts, and the one-line refusals."""
 
 from __future__ import annotations
 
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -100,11 +102,11 @@ def test_large_inputs_keep_the_torchvision_stem():
     assert isinstance(model.maxpool, nn.MaxPool2d)
 
 
-def test_user_factory_from_a_file_and_a_module(user_file, monkeypatch, tmp_path):
+def test_user_factory_from_a_file_and_a_module(user_file, monkeypatch):
     a = create_model(f"{user_file}:build", bn=True, **SHAPE)
     b = create_model(f"{user_file}:anything", bn=False, **SHAPE)  # takes **kwargs
     assert count_bn_layers(a) == 2 and count_bn_layers(b) == 0
-    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(Path.cwd()))  # the folder holding usernet.py
     c = create_model("usernet:build", bn=True, **SHAPE)
     assert type(c).__name__ == "AddNet"
 
@@ -229,3 +231,36 @@ def test_torchvision_checkpoint_round_trip(tmp_path, digits, one_thread):
     result = run_inference(back, digits, InferSettings(times=(1.0,), repeats=1, test_subset=20),
                            preset=load_preset("pcm"), bn_mode="keep", progress=False)
     assert len(result.records) == 1 and 0 <= result.records[0].accuracy <= 1
+
+
+def test_a_study_imports_a_checkpoint_per_architecture(user_ckpt, user_file, tmp_path):
+    """datasets[].checkpoints: the model is loaded (Lightning layout), evaluated, simulated;
+    never trained, one model whatever the seeds; bad entries are one line naming the key."""
+    import hwsim
+    from hwsim.study import load_study, plan_study, run_study
+
+    torch.save({"state_dict": {f"model.{k}": v for k, v in user_ckpt.state_dict.items()}},
+               tmp_path / "lightning.ckpt")
+    arch = user_ckpt.arch
+
+    def study(entries: str, bn: str = "[bn, no-bn]") -> Path:
+        path = tmp_path / "s.yaml"
+        path.write_text(f"name: imported\ndatasets:\n  - name: digits\n    test_subset: 40\n"
+                        f"    checkpoints: {entries}\narchitectures: ['{arch}']\nbn: {bn}\n"
+                        "bn_modes: [keep]\npresets: [ideal]\nrepeats: 1\nseeds: [0, 1]\n")
+        return path
+
+    spec = load_study(study(f"[{{arch: '{arch}', path: lightning.ckpt}}]"))
+    plan = plan_study(spec)
+    assert [(j.key.bn, j.key.seed) for j in plan.models] == [("bn", 0)]
+    run_study(spec, tmp_path / "run", progress=False, log=lambda m: None)
+    table = hwsim.results(tmp_path / "run")
+    assert len(table) == 1 and table["digital_accuracy"][0] is not None
+    for entries, message in [
+        ("[{arch: cnn, path: lightning.ckpt}]", "checkpoints[0].arch: 'cnn' is not one of"),
+        (f"[{{arch: '{arch}', path: nope.pt}}]", "checkpoints[0].path: "),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_study(study(entries))
+    with pytest.raises(ConfigError, match="a model with BN, but bn lists only no-bn"):
+        load_study(study(f"[{{arch: '{arch}', path: lightning.ckpt}}]", bn="[no-bn]"))
