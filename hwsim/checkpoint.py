@@ -147,7 +147,7 @@ def _first_mismatch(message: str) -> str:
     if sep and head.startswith(("Missing key", "Unexpected key")):
         key = keys.split(", ")[0].strip().rstrip(".").strip('"')
         what = "missing" if head.startswith("Missing") else "unexpected"
-        return f"{what} key {key!r}"
+        return f'{what} key "{key}"'
     return first
 
 

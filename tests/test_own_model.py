@@ -175,8 +175,8 @@ def test_foreign_checkpoint_layouts_load(user_ckpt, tmp_path, layout):
 
 
 @pytest.mark.parametrize("edit,message", [
-    (lambda s: s.pop("head.2.bias"), "missing key 'head.2.bias'"),
-    (lambda s: s.__setitem__("extra.weight", torch.zeros(1)), "unexpected key 'extra.weight'"),
+    (lambda s: s.pop("head.2.bias"), 'missing key "head.2.bias"'),
+    (lambda s: s.__setitem__("extra.weight", torch.zeros(1)), 'unexpected key "extra.weight"'),
 ])
 def test_foreign_checkpoint_that_does_not_fit(user_ckpt, tmp_path, edit, message):
     state = dict(user_ckpt.state_dict)
