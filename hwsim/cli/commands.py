@@ -22,8 +22,18 @@ from hwsim.training.config import TRAIN_DEFAULTS, hwa_suffix
 
 @cli.command("models")
 def models_cmd() -> None:
-    """List the architectures with parameter count and number of BN layers."""
-    from hwsim.models import count_bn_layers, count_parameters, create_model, list_models
+    """List the architectures with parameter count and number of BN layers, and the other
+    ways to name one (torchvision builders, your own factory)."""
+    import textwrap
+
+    from hwsim.models import (
+        SMALL_INPUT,
+        count_bn_layers,
+        count_parameters,
+        create_model,
+        list_models,
+        torchvision_names,
+    )
 
     click.echo(f"{'arch':<10} {'params (BN)':>12} {'params (no BN)':>15} {'BN layers':>10}")
     for name in list_models():
@@ -32,6 +42,20 @@ def models_cmd() -> None:
         click.echo(f"{name:<10} {count_parameters(with_bn):>12,} {count_parameters(without):>15,}"
                    f" {count_bn_layers(with_bn):>10}")
     click.echo("(parameter counts for 10 classes and 3x32x32 inputs)")
+    click.echo("")
+    names = ", ".join(n.removeprefix("torchvision:") for n in torchvision_names())
+    click.echo(textwrap.fill(
+        "torchvision:NAME  any torchvision classification builder (random init), built for the "
+        "dataset's classes and input channels; for inputs of "
+        f"{SMALL_INPUT}x{SMALL_INPUT} or smaller with a small-input stem (first conv stride 1, "
+        "a 7x7 one as 3x3; no stem max-pool; VGG pools that would shrink the map below 1x1 "
+        "dropped). Without BN (--no-bn) its norm_layer is an identity and convs get a bias; "
+        "builders without a norm_layer (e.g. vgg11_bn) are refused. NAME is one of: " + names,
+        width=100, subsequent_indent="  "))
+    click.echo(textwrap.fill(
+        "package.module:function, path/to/file.py:function  your own factory, called with the "
+        "keywords it takes among num_classes, in_channels, input_size and bn (this runs your "
+        "code; checkpoints record only the reference).", width=100, subsequent_indent="  "))
 
 
 # ----------------------------------------------------------------------------- train
@@ -39,11 +63,13 @@ def models_cmd() -> None:
 
 @cli.command("train")
 @click.option("--arch", default="cnn", show_default=True,
-              help="Architecture (see 'hwsim models').")
+              help="Architecture: a name from 'hwsim models', torchvision:NAME, or your own "
+                   "factory as package.module:function or path/to/file.py:function.")
 @click.option("--bn/--no-bn", default=True, show_default=True,
               help="With BatchNorm after every conv, or none at all.")
 @click.option("--dataset", default="fashion-mnist", show_default=True,
-              help="fashion-mnist, cifar10, cifar100 or digits.")
+              help="fashion-mnist, cifar10, cifar100, digits, or imagefolder:PATH (your "
+                   "images: PATH/train/CLASS/*.png and PATH/test/CLASS/*.png).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder holding the dataset (default: ~/.cache/hwsim/data, and Debian's "
                    "/usr/share/datasets for Fashion-MNIST).")
@@ -93,15 +119,15 @@ def train_cmd(arch, bn, dataset, data_dir, epochs, batch_size, lr, grad_clip, we
     from hwsim.models import check_arch
     from hwsim.training.config import TrainConfig
     from hwsim.training.loop import not_learned_warning, train
-    from hwsim.util.runtime import check_writable, resolve_compute_device
+    from hwsim.util.runtime import check_writable, file_stem, resolve_compute_device
 
     if preset is not None:
         raise ConfigError("--device names a device preset (hwsim convert/infer); to choose where "
                           f"to train, use --compute-device {preset}")
-    check_arch(arch)
+    check_arch(arch, bn)
     resolve_compute_device(compute_device)
     hwa = hwa_suffix(hwa_noise)
-    out = out or Path(f"{arch}{'' if bn else '-nobn'}-{dataset}{hwa}.pt")
+    out = out or Path(f"{file_stem(arch)}{'' if bn else '-nobn'}-{file_stem(dataset)}{hwa}.pt")
     check_writable(out, what="--out")  # before training, not after
     data = load_dataset(dataset, data_dir)
     config = TrainConfig(arch=arch, bn=bn, dataset=dataset, epochs=epochs, batch_size=batch_size,
@@ -156,7 +182,8 @@ def devices_show_cmd(preset: str) -> None:
 
 @cli.command("convert")
 @add_options(model_options)
-@click.option("--dataset", default=None, help="Dataset of a plain state_dict.")
+@click.option("--dataset", default=None,
+              help="Dataset of a checkpoint from elsewhere (with --arch).")
 @click.option("--device", "device", default="pcm", show_default=True,
               help="Device preset: a name from 'hwsim devices' or a YAML path.")
 @click.option("--bn", "bn_mode", default="keep", show_default=True,
@@ -180,6 +207,9 @@ def convert_cmd(model_path, arch, dataset, device, bn_mode, eta, out) -> None:
     if conv.note:
         click.echo(conv.note)
     c = conv.checkpoint
+    if c.test_accuracy is None:
+        click.echo(f"{model_path} comes from elsewhere and records no test accuracy: hwsim "
+                   f"infer measures it on {c.dataset} before the analog results")
     click.echo(f"{c.arch} ({'BN ' + c.bn_mode if c.bn else 'no BN'}) on preset {preset.name}"
                f" -> {out}")
 
@@ -226,6 +256,7 @@ def infer_cmd(model_path, arch, device, bn_mode, calib_size, eta, times, repeats
     from hwsim.inference.chip import check_dataset
     from hwsim.inference.montecarlo import InferSettings, run_inference
     from hwsim.inference.results import check_results_path, format_table, write_results
+    from hwsim.training.loop import not_learned_warning
     from hwsim.util.timefmt import parse_times
 
     if out is not None:
@@ -251,6 +282,14 @@ def infer_cmd(model_path, arch, device, bn_mode, calib_size, eta, times, repeats
                            preset=preset_of(device, eta) if device else None, bn_mode=bn_mode)
     if result.note:
         click.echo(result.note)
+    if ckpt.test_accuracy is None:  # from elsewhere: nobody has checked that it learned
+        click.echo(f"{model_path} records no test accuracy: measured here, digital "
+                   f"{100 * result.digital_accuracy:.2f}% on {result.meta['test_split']}")
+        warning = not_learned_warning(
+            f"{ckpt.arch} from {model_path.name}", result.digital_accuracy, data.num_classes,
+            fix="check --arch and --dataset, and that the checkpoint holds trained weights")
+        if warning:
+            click.echo(warning, err=True)
     click.echo(format_table(result))
     click.echo(f"({result.seconds:.1f} s)")
     if out:

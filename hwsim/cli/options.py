@@ -44,9 +44,13 @@ def compute_device_option(help_text: str):
 model_options = [
     click.option("--model", "model_path", required=True,
                  type=click.Path(dir_okay=False, path_type=Path),
-                 help="A checkpoint from 'hwsim train' (or a plain state_dict with --arch and "
-                      "--dataset)."),
-    click.option("--arch", default=None, help="Architecture of a plain state_dict."),
+                 help="A checkpoint from 'hwsim train', or one from elsewhere (a state_dict, "
+                      "or a Lightning/timm/torchvision-style dict holding one) with --arch and "
+                      "--dataset."),
+    click.option("--arch", default=None,
+                 help="Architecture of a checkpoint from elsewhere: a name from 'hwsim "
+                      "models', torchvision:NAME or package.module:function / "
+                      "path/to/file.py:function."),
 ]
 
 

@@ -1,4 +1,5 @@
-"""Datasets: CIFAR-10/100, Fashion-MNIST and scikit-learn's 8x8 digits, held in memory.
+"""Datasets: CIFAR-10/100, Fashion-MNIST, scikit-learn's 8x8 digits and a user's image
+folder (``imagefolder:PATH``, :mod:`hwsim.data.imagefolder`), held in memory.
 
 Every dataset is read from its real on-disk format into uint8 NCHW tensors; normalisation
 and augmentation happen batch-wise on the fly (see :meth:`Dataset.batches`), which is fast
@@ -53,7 +54,26 @@ _INFO: dict[str, DatasetInfo] = {
 
 def dataset_info(name: str) -> DatasetInfo:
     """Shape and normalisation of dataset ``name``; DatasetError for an unknown name."""
-    return DATASETS.get(name).info
+    return dataset_entry(name).info
+
+
+def dataset_entry(name: str) -> DatasetEntry:
+    """The registry entry of ``name``: a registered name, or ``SCHEME:ARGUMENT`` for an entry
+    that takes one (``imagefolder:PATH``).
+
+    Raises:
+        DatasetError: unknown name or scheme, a scheme without its argument, or an argument
+            the scheme refuses (e.g. an image folder without a test split).
+    """
+    scheme, colon, argument = name.partition(":")
+    entry = DATASETS.get(scheme)
+    if entry.resolve is None:
+        if colon:
+            raise DatasetError(f"dataset {scheme!r} takes no argument (got {name!r})")
+        return entry
+    if not argument:
+        raise DatasetError(f"dataset {scheme!r} needs its argument: {scheme}:{entry.argument}")
+    return entry.resolve(argument)
 
 
 def default_data_dir() -> Path:
@@ -75,10 +95,12 @@ class Dataset:
     test_x: torch.Tensor
     test_y: torch.Tensor
     source: str  # where it was read from, for the record
+    # a dataset that is not in the registry (a notebook user's) states its own description
+    stated_info: DatasetInfo | None = None
 
     @property
     def info(self) -> DatasetInfo:
-        return dataset_info(self.name)
+        return self.stated_info or dataset_info(self.name)
 
     @property
     def num_classes(self) -> int:
@@ -124,7 +146,10 @@ class Dataset:
 
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     """uint8 (N, C, H, W) -> float32 normalised, on ``x``'s device, in channels-last memory
-    (torch's CPU convolutions run about twice as fast on it; the values are the same)."""
+    (torch's CPU convolutions run about twice as fast on it; the values are the same).
+    Float images (from a user's own torch Dataset) are taken as they are, already normalised."""
+    if x.is_floating_point():
+        return x.float().contiguous(memory_format=torch.channels_last)
     m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     s = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     return ((x.float() / 255.0 - m) / s).contiguous(memory_format=torch.channels_last)
@@ -191,7 +216,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *,
     Raises:
         DatasetError: unknown name, or absent and not downloadable (says how to get it).
     """
-    entry = DATASETS.get(name)  # validates the name
+    entry = dataset_entry(name)  # validates the name
     explicit = data_dir is not None
     root = Path(data_dir) if explicit else default_data_dir()
     if explicit and not root.is_dir():
@@ -355,8 +380,11 @@ def _load_cifar100(root: Path, explicit: bool, download: bool) -> Dataset:
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    info: DatasetInfo
-    load: Callable[[Path, bool, bool], Dataset]  # (root, root given explicitly, download)
+    info: DatasetInfo | None  # None for an entry that takes an argument (resolve)
+    load: Callable[[Path, bool, bool], Dataset] | None  # (root, root given explicitly, download)
+    # an entry named with an argument (imagefolder:PATH): the argument -> the entry it names
+    resolve: Callable[[str], DatasetEntry] | None = None
+    argument: str = ""  # what the argument is, for messages (e.g. "PATH")
 
 
 # Adding a dataset is one entry: its static description and its loader.
@@ -365,3 +393,5 @@ DATASETS.add("fashion-mnist", DatasetEntry(_INFO["fashion-mnist"], _load_fashion
 DATASETS.add("cifar10", DatasetEntry(_INFO["cifar10"], _load_cifar10))
 DATASETS.add("cifar100", DatasetEntry(_INFO["cifar100"], _load_cifar100))
 DATASETS.add("digits", DatasetEntry(_INFO["digits"], _load_digits))
+
+# imagefolder:PATH registers itself in hwsim.data.imagefolder (it takes an argument)

@@ -11,8 +11,8 @@ import torch
 from hwsim.analog.placement import describe_layers
 from hwsim.analog.presets import DevicePreset, preset_from_dict
 from hwsim.analog.recalibrate import DEFAULT_CALIB_SIZE, calibration_sample
-from hwsim.checkpoint import Checkpoint
-from hwsim.data import Dataset, dataset_info
+from hwsim.checkpoint import Checkpoint, check_fits_dataset
+from hwsim.data import Dataset
 from hwsim.engine import DEFAULT_ENGINE, Engine, create_engine
 from hwsim.errors import CheckpointError
 from hwsim.inference.analog import to_analog
@@ -89,11 +89,4 @@ def analog_preset_of(ckpt: Checkpoint) -> DevicePreset:
 
 def check_dataset(ckpt: Checkpoint, dataset: str) -> None:
     """CheckpointError unless ``ckpt`` was trained on ``dataset`` (checked before loading it)."""
-    if ckpt.dataset != dataset:
-        info = dataset_info(dataset)
-        raise CheckpointError(
-            f"the checkpoint was trained on {ckpt.dataset} "
-            f"({ckpt.num_classes} classes, {ckpt.in_channels}x{ckpt.input_size}x{ckpt.input_size})"
-            f" but the dataset is {dataset} ({info.num_classes} classes, {info.in_channels}x"
-            f"{info.input_size}x{info.input_size})"
-        )
+    check_fits_dataset(ckpt, dataset)

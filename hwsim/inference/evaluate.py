@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
-from hwsim.data import iterate_batches
+from hwsim.checkpoint import Checkpoint, check_fits_dataset
+from hwsim.data import Dataset, iterate_batches
 from hwsim.engine.stacked import stack_inputs
+from hwsim.util.runtime import resolve_compute_device
 
 
 @torch.no_grad()
@@ -48,3 +52,21 @@ def evaluate_stacked(
         pred = model(stack_inputs(xb, chips)).argmax(1).view(chips, len(xb))
         correct += (pred == yb).sum(1).cpu()
     return [int(c) / max(len(y), 1) for c in correct]
+
+
+def measure_test_accuracy(ckpt: Checkpoint, data: Dataset, *, compute_device: str = "auto",
+                          batch_size: int = 500) -> Checkpoint:
+    """``ckpt`` with its digital ``test_accuracy`` measured on ``data``'s whole test split when
+    it has none (a checkpoint from elsewhere), else ``ckpt`` as it is.
+
+    Raises:
+        CheckpointError: ``ckpt`` was not trained on ``data``.
+    """
+    if ckpt.test_accuracy is not None:
+        return ckpt
+    check_fits_dataset(ckpt, data.name)
+    dev = resolve_compute_device(compute_device)
+    model = ckpt.build_model().to(dev)
+    acc = evaluate(model, data.test_x, data.test_y, ckpt.normalization, batch_size=batch_size,
+                   device=dev)
+    return replace(ckpt, test_accuracy=acc)

@@ -1,7 +1,10 @@
-"""One registry of architectures keyed by name.
+"""One registry of architectures keyed by name, and one door to build any of them.
 
-Every builder is an explicit function ``build(bn, num_classes, in_channels, input_size)``
-registered with :func:`register_model`; :func:`create_model` is the single way to build one.
+Every builder of hwsim's own is an explicit function ``build(bn, num_classes, in_channels,
+input_size)`` registered with :func:`register_model`. Names with a colon are references to
+architectures from elsewhere (:mod:`hwsim.models.external`): ``torchvision:NAME`` and a
+user's ``package.module:function`` or ``path/to/file.py:function``. :func:`create_model` is
+the single way to build one, whatever its kind.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from collections.abc import Callable
 
 from torch import nn
 
+from hwsim.errors import ConfigError
+from hwsim.models.external import build_external, check_external, is_external
 from hwsim.registry import Registry
 
 Builder = Callable[..., nn.Module]
@@ -26,9 +31,16 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
-def check_arch(name: str) -> str:
-    """Return ``name`` if it is a registered architecture, else raise ConfigError."""
-    return MODELS.check(name)
+def check_arch(name: str, bn: bool | None = None) -> str:
+    """Return ``name`` if it names an architecture (registered, ``torchvision:NAME`` or an
+    importable factory), else raise ConfigError. With ``bn`` given, a torchvision builder is
+    also checked to build with (or without) BN."""
+    if is_external(name):
+        return check_external(name, bn)
+    if name not in MODELS:
+        raise ConfigError(f"unknown architecture {name!r}; choose one of: {', '.join(MODELS)}, "
+                          "torchvision:NAME, package.module:function or path/file.py:function")
+    return name
 
 
 def create_model(
@@ -37,14 +49,18 @@ def create_model(
     """Build architecture ``name``.
 
     Args:
-        name: a name from :func:`list_models`.
+        name: a name from :func:`list_models`, or a reference (``torchvision:NAME``,
+            ``module:function``, ``file.py:function``; see :mod:`hwsim.models.external`).
         bn: with BatchNorm after every conv (True) or none at all, convs with bias (False).
         num_classes, in_channels, input_size: the dataset's shape (square inputs).
 
     Raises:
-        ConfigError: unknown name.
+        ConfigError: unknown name, or a reference that cannot be built (one line).
     """
-    return MODELS.get(name)(
+    if is_external(name):
+        return build_external(name, bn=bn, num_classes=num_classes, in_channels=in_channels,
+                              input_size=input_size)
+    return MODELS.get(check_arch(name))(
         bn=bn, num_classes=num_classes, in_channels=in_channels, input_size=input_size
     )
 

@@ -17,7 +17,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from hwsim.checkpoint import checkpoint_from_bytes, write_checkpoint_bytes
+from hwsim.checkpoint import (
+    checkpoint_from_bytes,
+    checkpoint_to_bytes,
+    load_checkpoint,
+    write_checkpoint_bytes,
+)
 from hwsim.config import to_plain
 from hwsim.data import dataset_info
 from hwsim.engine import ENGINES, software_versions
@@ -143,6 +148,9 @@ def _train_stage(study: Study, plan: Plan, run_dir: Path, store: Store, executor
             cached += 1
             warn_not_learned(study, job, record["digital_accuracy"], log)
         else:  # a checkpoint without its record (killed in between) is only evaluated
+            if job.imported is not None:  # from elsewhere: as an hwsim checkpoint, evaluated only
+                write_checkpoint_bytes(checkpoint_to_bytes(load_checkpoint(
+                    job.imported, arch=job.key.arch, dataset=job.key.dataset)), path)
             units.append(TrainUnit(job, path.read_bytes() if path.is_file() else None))
     for out in executor.train(units, settings, log=log, progress=progress):
         job = out.unit.job

@@ -11,9 +11,10 @@ import json
 from dataclasses import dataclass
 
 from hwsim.analog.presets import DevicePreset
-from hwsim.study.spec import Study, study_presets
+from hwsim.study.spec import Study, imported_path, study_presets
 from hwsim.study.store import CellKey, ModelKey
 from hwsim.training.config import TrainConfig, hwa_suffix
+from hwsim.util.runtime import file_stem, sha256_file
 from hwsim.util.timefmt import parse_time
 
 
@@ -26,15 +27,21 @@ class ModelJob:
     key: ModelKey
     train: TrainConfig
     test_subset: int | None
+    # a model from a file (the study's checkpoints:), never trained: its path and SHA-256
+    imported: str | None = None
+    imported_sha256: str | None = None
 
     @functools.cached_property  # asked for by every cell: hash once
     def model_hash(self) -> str:
+        if self.imported is not None:
+            return _hash({"imported": self.imported_sha256, "test_subset": self.test_subset})
         return _hash({"train": self.train.to_dict(), "test_subset": self.test_subset})
 
     @property
     def checkpoint_name(self) -> str:
         hwa = hwa_suffix(self.key.hwa)
-        return (f"{self.key.arch}-{self.key.bn}-{self.key.dataset}-s{self.key.seed}{hwa}-"
+        return (f"{file_stem(self.key.arch)}-{self.key.bn}-{file_stem(self.key.dataset)}-"
+                f"s{self.key.seed}{hwa}-"
                 f"{self.model_hash}.pt")
 
 
@@ -105,8 +112,15 @@ def plan_study(study: Study, engine: str | None = None) -> Plan:
                                "engine": engine}) for n, p in presets.items()}
     models, infers = [], []
     for plan in study.datasets:
+        imports = {e.arch: e for e in plan.checkpoints or ()}
         for arch in study.architectures_of(plan):
-            for bn, hwa, seed in itertools.product(study.bn, study.hwa, study.seeds):
+            variants = itertools.product(study.bn, study.hwa, study.seeds)
+            imported = sha = None
+            if arch in imports:  # one model, as the file holds it: its BN, no HWA, one seed
+                imported = str(imported_path(study, imports[arch]).resolve())
+                sha = sha256_file(imported)
+                variants = [(_bn_of(imported, arch, plan.name), 0.0, study.seeds[0])]
+            for bn, hwa, seed in variants:
                 # hwa 0: no HWA keys in the config, so hash and names are a plain study's
                 train = TrainConfig(arch=arch, bn=bn == "bn", dataset=plan.name,
                                     epochs=plan.epochs, batch_size=plan.batch_size,
@@ -115,7 +129,7 @@ def plan_study(study: Study, engine: str | None = None) -> Plan:
                                     train_subset=plan.train_subset, hwa_noise=float(hwa),
                                     hwa_clip=study.hwa_clip if hwa else None)
                 job = ModelJob(ModelKey(plan.name, arch, bn, seed, float(hwa)), train,
-                               plan.test_subset)
+                               plan.test_subset, imported, sha)
                 models.append(job)
                 modes = list(study.bn_modes) if bn == "bn" else ["none"]
                 for mode in modes:
@@ -160,3 +174,9 @@ def _diagnose_jobs(study: Study, models: list[ModelJob], presets: dict[str, Devi
     return jobs
 
 
+
+
+def _bn_of(path: str, arch: str, dataset: str) -> str:
+    from hwsim.checkpoint import load_checkpoint
+
+    return "bn" if load_checkpoint(path, arch=arch, dataset=dataset).bn else "no-bn"

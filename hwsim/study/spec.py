@@ -18,15 +18,23 @@ from typing import Literal
 from hwsim.analog.presets import DevicePreset, load_preset
 from hwsim.analog.recalibrate import DEFAULT_CALIB_SIZE
 from hwsim.config import build, read_yaml
-from hwsim.data import DATASETS, dataset_info
+from hwsim.data import dataset_entry, dataset_info
 from hwsim.engine import DEFAULT_ENGINE, ENGINES
 from hwsim.errors import ConfigError, HwsimError
-from hwsim.models import list_models
+from hwsim.models import check_arch
 from hwsim.resources import shipped_dir
 from hwsim.stats import LEARNED_FACTOR
 from hwsim.training.config import TRAIN_DEFAULTS
 from hwsim.util.timefmt import format_time, parse_time
 from hwsim.validate import check, check_fields
+
+
+@dataclass(frozen=True)
+class ImportedCheckpoint:
+    """A model trained elsewhere: evaluated and simulated as it is, never trained."""
+
+    arch: str  # one of the dataset's architectures
+    path: str  # an hwsim checkpoint or one from elsewhere; relative to the study file
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,8 @@ class DatasetPlan:
     train_subset: int | None = None  # first N training images (None: all)
     test_subset: int | None = None  # evaluate on the first N test images (None: all)
     architectures: list[str] | None = None  # this dataset's architectures (None: the study's)
+    # architectures whose model comes from a file instead of training (one model each)
+    checkpoints: list[ImportedCheckpoint] | None = None
 
     def __post_init__(self):  # the same rules as the command line's (hwsim.validate)
         check_fields(self, "epochs", "batch_size", "lr", "grad_clip", "weight_decay",
@@ -183,25 +193,31 @@ def load_study(name_or_path: str | Path) -> Study:
                        else f"{t!r} ({format_time(parse_time(t))})")
         else:
             check_list(key, values, key in raw)
+    def check_architecture(key: str, arch) -> None:
+        """A registered name, torchvision:NAME or a factory, buildable as each of study.bn."""
+        try:
+            for variant in study.bn:
+                check_arch(str(arch), variant == "bn")
+        except ConfigError as e:
+            raise bad(key, str(e)) from None
+
     for i, arch in enumerate(study.architectures):
-        if arch not in list_models():
-            raise bad(f"architectures[{i}]", f"unknown architecture {arch!r}; choose one of: "
-                                             f"{', '.join(list_models())}")
+        check_architecture(f"architectures[{i}]", arch)
     for i, plan in enumerate(study.datasets):
-        if plan.name not in DATASETS:
-            raise bad(f"datasets[{i}].name", f"unknown dataset {plan.name!r}; choose one of: "
-                                             f"{', '.join(DATASETS)}")
+        try:
+            dataset_entry(plan.name)
+        except HwsimError as e:
+            raise bad(f"datasets[{i}].name", str(e)) from None
         if plan.architectures is not None:
             key = f"datasets[{i}].architectures"
             check_list(key, plan.architectures, True)
             for j, arch in enumerate(plan.architectures):
-                if arch not in list_models():
-                    raise bad(f"{key}[{j}]", f"unknown architecture {arch!r}; choose one of: "
-                                             f"{', '.join(list_models())}")
+                check_architecture(f"{key}[{j}]", arch)
         if plan.test_subset is not None and plan.test_subset > dataset_info(plan.name).test_size:
             raise bad(f"datasets[{i}].test_subset", f"{plan.name} has "
                       f"{dataset_info(plan.name).test_size} test images, asked for the first "
                       f"{plan.test_subset}")
+        _check_imports(study, i, plan, bad)
         classes = dataset_info(plan.name).num_classes
         if not 1 < study.learned_factor < classes:
             raise bad("learned_factor", f"must be above 1 (chance) and below the number of "
@@ -276,6 +292,40 @@ def _check_diagnose(study: Study, bad) -> None:
             raise bad("diagnose.test_subset", f"{d.test_subset} is more than the "
                       f"{plan.test_subset or dataset_info(plan.name).test_size} test images "
                       f"{plan.name} is evaluated on")
+
+
+def imported_path(study: Study, entry: ImportedCheckpoint) -> Path:
+    """An imported checkpoint's file: a relative path is taken from the study file's folder."""
+    path = Path(entry.path)
+    return path if path.is_absolute() else Path(study.path).parent / path
+
+
+def _check_imports(study: Study, i: int, plan: DatasetPlan, bad) -> None:
+    """Each imported checkpoint names one of the dataset's architectures once, loads as that
+    architecture on that dataset, and has a BN variant the study lists."""
+    from hwsim.checkpoint import load_checkpoint
+
+    archs = study.architectures_of(plan)
+    seen: set[str] = set()
+    for j, entry in enumerate(plan.checkpoints or ()):
+        key = f"datasets[{i}].checkpoints[{j}]"
+        if entry.arch not in archs:
+            raise bad(f"{key}.arch", f"{entry.arch!r} is not one of this dataset's "
+                                     f"architectures ({', '.join(archs)})")
+        if entry.arch in seen:
+            raise bad(f"{key}.arch", f"{entry.arch!r} has two checkpoints")
+        seen.add(entry.arch)
+        try:
+            ckpt = load_checkpoint(imported_path(study, entry), arch=entry.arch,
+                                   dataset=plan.name)
+        except HwsimError as e:
+            raise bad(f"{key}.path", str(e)) from None
+        if ckpt.kind != "digital":
+            raise bad(f"{key}.path", "an analog checkpoint: give the digital one")
+        variant = "bn" if ckpt.bn else "no-bn"
+        if variant not in study.bn:
+            raise bad(f"{key}.path", f"a model {'with' if ckpt.bn else 'without'} BN, but bn "
+                                     f"lists only {', '.join(study.bn)}")
 
 
 def study_presets(study: Study) -> dict[str, DevicePreset]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -92,3 +93,10 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def file_stem(name: str) -> str:
+    """``name`` as part of a file name: characters other than letters, digits, ``.``, ``_`` and
+    ``-`` become ``_`` (``torchvision:resnet18`` -> ``torchvision_resnet18``; hwsim's own names
+    are unchanged, so existing file names stay)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).strip("_") or "model"
