@@ -254,8 +254,8 @@ def test_a_shipped_study_is_found_by_name(tmp_path, monkeypatch):
     assert study.name == "quick" and Path(study.path).name == "quick.yaml"
     assert load_study("quick.yaml").path == study.path
     with pytest.raises(ConfigError, match="quik: no such study file, nor a shipped study of "
-                                          "that name; shipped: paper_cifar10, paper_cifar100, "
-                                          "quick, remedies"):
+                                          "that name; shipped: diagnose, paper_cifar10, "
+                                          "paper_cifar100, quick, remedies, torchvision_fmnist"):
         load_study("quik")
     local = write_study(tmp_path, name="quick.yaml")  # a file of that name wins
     assert load_study("quick.yaml").path == "quick.yaml" and local.is_file()

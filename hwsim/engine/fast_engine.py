@@ -15,6 +15,7 @@ hwsim does not reimplement (``reram-wan2022``) always take that path.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -27,6 +28,20 @@ from hwsim.engine.fast import FastAnalogConv2d, FastAnalogLinear
 from hwsim.engine.fast_io import _IO
 from hwsim.engine.stacked import ChipSnapshot, StackedModel
 from hwsim.engine.tiles import LayerState, TileState, read_layers
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Draw a chip on one thread: torch splits an element-wise op over its threads, and the
+    SIMD and scalar code of pow/exp/log round differently where the pieces meet, so a chip
+    drawn on two threads differed in the last bit from one drawn on one (and, through BN
+    recalibration, in a cell). On one thread a seed gives the same chip on every machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class FastEngine(AihwkitEngine):
@@ -85,7 +100,7 @@ class FastEngine(AihwkitEngine):
             return
         chip = self.chip_model()
         torch.manual_seed(seed)
-        with torch.no_grad():
+        with torch.no_grad(), _one_thread():
             chip.program()
         self._pending = self._states = chip.states()
 
@@ -97,7 +112,7 @@ class FastEngine(AihwkitEngine):
             self._pending = self._states = read_layers(self._analog)
             return
         torch.manual_seed(seed)
-        with torch.no_grad():
+        with torch.no_grad(), _one_thread():
             self._chip.drift(t_inference)
         self._pending = self._states = self._chip.states()
 
