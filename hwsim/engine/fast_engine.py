@@ -79,7 +79,8 @@ class FastEngine(AihwkitEngine):
     def chip_model(self) -> chips.ChipModel:
         """The engine's :class:`~hwsim.engine.chips.ChipModel` (built on first use)."""
         if self._chip is None:
-            analog = self.convert(copy.deepcopy(self.digital).cpu())
+            # one copy, converted in place (aihwkit would copy it once more)
+            analog = self.convert(copy.deepcopy(self.digital).cpu(), inplace=True)
             layout = read_layers(analog.eval())
             self._chip = chips.ChipModel(self.digital, self.preset, layout,
                                          self._readout_forward if self.io else None,
