@@ -90,8 +90,8 @@ class ChipModel:
     """All tiles of a model as one flat tensor, and the chip draws on it.
 
     ``layout`` gives, per analog layer (by module name), its tiles' boundaries and its
-    digital bias (a :class:`LayerState` read from one aihwkit conversion of the clean model:
-    only the boundaries and biases are used). Draws come from torch's global generator.
+    digital bias (a :class:`LayerState` of :func:`hwsim.engine.tiles.tile_layout`: only the
+    boundaries and biases are used). Draws come from torch's global generator.
     """
 
     def __init__(self, digital: nn.Module, preset: DevicePreset,

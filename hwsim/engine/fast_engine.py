@@ -2,8 +2,8 @@
 
 Each chip (programming, weight noise, drift, read noise, drift compensation) is drawn by
 :class:`hwsim.engine.chips.ChipModel` for the whole model at once: no model copy and no
-aihwkit tile per chip. aihwkit converts the clean model once per engine, only to read the
-tile layout (which block of each layer lands on which tile) and the digital biases. The
+aihwkit tile per chip; the tile layout (which block of each layer lands on which tile) is
+aihwkit's, computed from the clean model (:func:`hwsim.engine.tiles.tile_layout`). The
 forward runs on :mod:`hwsim.engine.fast`'s layers (IO presets) or on torch's own conv/linear
 with each layer's effective weight (perfect forward).
 
@@ -27,7 +27,7 @@ from hwsim.engine.aihwkit_engine import AihwkitEngine
 from hwsim.engine.fast import FastAnalogConv2d, FastAnalogLinear
 from hwsim.engine.fast_io import _IO
 from hwsim.engine.stacked import ChipSnapshot, StackedModel
-from hwsim.engine.tiles import LayerState, TileState, read_layers
+from hwsim.engine.tiles import LayerState, TileState, read_layers, tile_layout
 
 
 @contextlib.contextmanager
@@ -79,9 +79,9 @@ class FastEngine(AihwkitEngine):
     def chip_model(self) -> chips.ChipModel:
         """The engine's :class:`~hwsim.engine.chips.ChipModel` (built on first use)."""
         if self._chip is None:
-            # one copy, converted in place (aihwkit would copy it once more)
-            analog = self.convert(copy.deepcopy(self.digital).cpu(), inplace=True)
-            layout = read_layers(analog.eval())
+            mapping = self.preset.mapping
+            layout = tile_layout(self.digital, mapping.max_input_size, mapping.max_output_size,
+                                 self.digital_layers)
             self._chip = chips.ChipModel(self.digital, self.preset, layout,
                                          self._readout_forward if self.io else None,
                                          self.io)

@@ -26,7 +26,7 @@ from hwsim.checkpoint import Checkpoint, checkpoint_from_bytes, checkpoint_to_by
 from hwsim.data import Dataset, load_dataset
 from hwsim.engine import Engine
 from hwsim.inference.analog import model_placement
-from hwsim.inference.chip import Recalibration, build_chip
+from hwsim.inference.chip import ModelMemo, Recalibration, build_chip
 from hwsim.inference.evaluate import evaluate
 from hwsim.inference.montecarlo import run_repeat
 from hwsim.models import count_bn_layers
@@ -121,9 +121,9 @@ class InferOutcome:
 
 @dataclass
 class UnitCache:
-    """What a process keeps between units: loaded datasets, and the last engine built with
-    its BN calibration images (the next unit is usually the next repeat of the same job, so a
-    chip is rebuilt only when the job changes). An engine's
+    """What a process keeps between units: loaded datasets, the last engine built with its BN
+    calibration images (the next unit is usually the next repeat of the same job, so a chip
+    is rebuilt only when the job changes), and what that model's engines share. An engine's
     :meth:`~hwsim.engine.Engine.program` starts a new chip from its seed, so reusing one does
     not change any cell."""
 
@@ -131,6 +131,9 @@ class UnitCache:
     engine_key: tuple | None = None
     engine: Engine | None = None
     calibration: torch.Tensor | None = None  # BN mode recal: the job's calibration images
+    # the conversions and digital model of the model whose jobs run now (its jobs follow one
+    # another: BN modes, presets, etas), shared by their engines
+    models: ModelMemo = field(default_factory=ModelMemo)
 
     def dataset(self, name: str, data_dir: str | None) -> Dataset:
 
@@ -202,7 +205,8 @@ def _engine(unit: InferUnit, checkpoint, settings: UnitSettings, cache: UnitCach
         chip = build_chip(ckpt, data, preset=job.preset, bn_mode=job.bn_mode,
                           engine=settings.engine, compute_device=settings.compute_device,
                           calib_size=job.calib_size,
-                          seed=job.model.key.seed)
+                          seed=job.model.key.seed, memo=cache.models,
+                          memo_key=job.model.checkpoint_name)
         cache.engine = chip.engine
         cache.calibration = chip.recalibration.images if chip.recalibration else None
         cache.engine_key = key
