@@ -3,7 +3,8 @@
 The fast engine's chips are computed here, once per chip (and time) for the whole model,
 without converting the model or touching an aihwkit tile: every tile of every layer lies in
 one flat tensor (tile by tile, each tile's (out, in) block row-major), and each step is a few
-element-wise passes over it, with per-tile (or per-row) reductions done by ``scatter_reduce``.
+element-wise passes over it, with per-tile (or per-row) reductions as dense reductions over
+each tile's contiguous block.
 
 The math is aihwkit 1.1.0's, reimplemented (the ``aihwkit`` engines keep aihwkit's own code
 and are the reference; ``tests/test_chips.py`` compares the distributions):
@@ -26,36 +27,20 @@ and are the reference; ``tests/test_chips.py`` compares the distributions):
   factor ``alpha`` on the tile's outputs; the forward is the fast engine's own (exact IO
   semantics: :class:`hwsim.engine.fast.FastAnalogLinear`), an exact product for perfect IO.
 
-``ReRamWan2022NoiseModel`` is not reimplemented: the fast engine programs those presets with
-aihwkit's tiles.
+The device models are in :mod:`hwsim.engine.device_models`. ``ReRamWan2022NoiseModel`` is not
+reimplemented: the fast engine programs those presets with aihwkit's tiles.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from hwsim.analog.presets import RERAM_CMO_G_MIN, DevicePreset
-from hwsim.engine import kernels
+from hwsim.analog.presets import DevicePreset
+from hwsim.engine.device_models import device_model, normal
 from hwsim.engine.tiles import LayerState, TileState
 from hwsim.errors import SimulationError
 
-ZERO_CLIP = 1e-7  # aihwkit's clip of |w|max and of g/g_max
-# PCMLikeNoiseModel's defaults
-PCM_G_MAX = 25.0
-PCM_PROG_COEFF = (0.26348, 1.9650, -1.1731)
-PCM_COEFF_G_MAX_REFERENCE = 25.0
-PCM_T0 = 20.0
-PCM_T_READ = 250.0e-9
-# ReRamCMONoiseModel's defaults
-CMO_G_MAX = 88.199997
-CMO_PROG_COEFF = {0.2: (0.00081107, 0.00106879), 2.0: (0.0112185391, 0.01129027418)}
-CMO_DECAY_MEAN = -0.08900206
-CMO_DECAY_STD = (0.04201137, 0.41183342)
-CMO_READ_K = 0.0277316483
-CMO_T_READ = 1e-6
 READOUT_MIN = 0.0001  # GlobalDriftCompensation's clamp of the read-out
 
 SUPPORTED_NOISE_MODELS = ("none", "pcm", "reram-cmo")
@@ -64,22 +49,6 @@ SUPPORTED_NOISE_MODELS = ("none", "pcm", "reram-cmo")
 def supported(preset: DevicePreset) -> bool:
     """Whether :class:`ChipModel` computes this preset's chips (else aihwkit's tiles do)."""
     return preset.noise_model.type in SUPPORTED_NOISE_MODELS
-
-
-def _normal(shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
-    """Standard normals for a chip's device draws: the fused kernel's counter-based generator
-    where that is built (seeded from torch's generator, so a seed still fixes every chip;
-    about 2.5x faster than ``torch.randn`` on one core), else ``torch.randn``."""
-    n = math.prod(shape)
-    if n < 32 or not kernels.available():
-        return torch.randn(shape)
-    return kernels.normals(0, -(-n // 32) * 32, kernels.draw_seed())[:n].view(shape)
-
-
-def _select(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``torch.where(mask, a, b)`` for finite ``a``, ``b`` as arithmetic (several times
-    faster on the CPU)."""
-    return torch.addcmul(b, mask.to(a.dtype), a - b)
 
 
 def _layer_weight(module: nn.Module) -> torch.Tensor:
@@ -148,24 +117,26 @@ class ChipModel:
         self.map_scale = self._mapped[1] if self._mapped else None  # (n_rows,) mapping scales
         self.alpha = torch.ones(self.n_tiles)
         self.programmed = self.nu = self.baseline = None
-        self._fixed = None  # the PCM programming terms of fixed mapped weights
+        kind = preset.noise_model.type
+        self.devices = None if kind == "none" else device_model(
+            preset.noise_model, self, cache_fixed=self._mapped is not None)
 
     # ------------------------------------------------------------ per-tile reductions
     # Every tile is one contiguous block (rows of equal length): a reduction per tile (or per
     # tile row) is a loop of dense reductions over the blocks, many times faster than a
     # scatter over all elements, and a per-tile value reaches its elements by expansion.
 
-    def _tile_max(self, x: torch.Tensor) -> torch.Tensor:
+    def tile_max(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([b.amax() for b in x.split(self.tile_sizes)])
 
-    def _tile_min(self, x: torch.Tensor) -> torch.Tensor:
+    def tile_min(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([b.amin() for b in x.split(self.tile_sizes)])
 
-    def _row_max(self, x: torch.Tensor) -> torch.Tensor:
+    def row_max(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([b.view(shape).amax(1) for b, shape in
                           zip(x.split(self.tile_sizes), self.tile_shapes)])
 
-    def _per_element(self, tile_values: torch.Tensor) -> torch.Tensor:
+    def per_element(self, tile_values: torch.Tensor) -> torch.Tensor:
         """(n_tiles,) -> one value per element of the flat tensor."""
         return torch.repeat_interleave(tile_values, self.tile_len)
 
@@ -190,9 +161,9 @@ class ChipModel:
         if m.weight_scaling_omega <= 0:
             return w.clone(), torch.ones(self.n_rows)
         if m.weight_scaling_columnwise:
-            scale = self._row_max(w.abs()) / m.weight_scaling_omega
+            scale = self.row_max(w.abs()) / m.weight_scaling_omega
         else:
-            scale = (self._tile_max(w.abs()) / m.weight_scaling_omega)[self.tile_of_row]
+            scale = (self.tile_max(w.abs()) / m.weight_scaling_omega)[self.tile_of_row]
         scale = torch.where(scale == 0.0, torch.ones_like(scale), scale)
         return torch.cat([(b.view(shape) / r[:, None]).reshape(-1) for b, shape, r in zip(
             w.split(self.tile_sizes), self.tile_shapes,
@@ -209,8 +180,7 @@ class ChipModel:
         if kind == "none":
             self.programmed = self.weights
             return
-        self.programmed, self.nu = (self._pcm_program if kind == "pcm"
-                                    else self._cmo_program)(self.weights)
+        self.programmed, self.nu = self.devices.program(self.weights)
         self.weights = self.programmed
         self._check_finite()
         if self.preset.drift_compensation == "global":
@@ -221,114 +191,10 @@ class ChipModel:
         kind = self.preset.noise_model.type
         if kind == "none":
             return
-        self.weights = (self._pcm_drift if kind == "pcm" else self._cmo_drift)(
-            self.programmed, self.nu, float(t))
+        self.weights = self.devices.drift(self.programmed, self.nu, float(t))
         self._check_finite()
         if self.preset.drift_compensation == "global":
             self.alpha = self.baseline / self._readout(self.weights)
-
-    # ------------------------------------------------------------ PCM
-
-    def _pcm_g_max(self) -> float:
-        g = self.preset.noise_model.g_max
-        return PCM_G_MAX if g is None else float(g)
-
-    def _pcm_conductances(self, w: torch.Tensor):
-        g_max = self._pcm_g_max()
-        abs_max = self._tile_max(w.abs())
-        ratio = self._per_element(g_max / abs_max.clamp(min=ZERO_CLIP))
-        scaled = w * ratio
-        return torch.stack([scaled.clamp(0.0, g_max), (-scaled).clamp(0.0, g_max)]), ratio
-
-    def _pcm_fixed(self, w: torch.Tensor) -> dict:
-        """What programming needs of the mapped weights ``w``: the pair's target
-        conductances, their programming-noise sigma and drift-exponent mean and spread
-        (computed once per engine when the mapped weights are fixed)."""
-        if self._fixed is not None and self._fixed["w"] is w:
-            return self._fixed
-        spec, g_max = self.preset.noise_model, self._pcm_g_max()
-        g, ratio = self._pcm_conductances(w)
-        rel = g / g_max
-        c0, c1, c2 = PCM_PROG_COEFF
-        sig = (c0 + rel * c1 + rel * rel * c2) * (g_max / PCM_COEFF_G_MAX_REFERENCE
-                                                  * spec.prog_noise_scale)
-        log_rel = rel.abs().clamp(min=ZERO_CLIP).log()
-        mu = (-0.0155 * log_rel + 0.0244).clamp(min=0.049, max=0.1)
-        sd = (-0.0125 * log_rel - 0.0059).clamp(min=0.008, max=0.045)
-        fixed = {"w": w, "g": g, "sig": sig, "ratio": ratio, "mu": mu, "sd": sd}
-        if self._mapped is not None:
-            self._fixed = fixed
-        return fixed
-
-    def _pcm_program(self, w: torch.Tensor):
-        """Programming noise on both devices of each pair; the drift exponent of the device
-        that carries the programmed weight (the other one's never acts: see
-        :meth:`_pcm_drift`), drawn as aihwkit draws every device's."""
-        f = self._pcm_fixed(w)
-        g_prog = _normal(f["g"].shape).mul_(f["sig"]).add_(f["g"]).clamp_(min=0.0)
-        programmed = (g_prog[0] - g_prog[1]).div_(f["ratio"])
-        live = programmed > 0  # g+ carries it (g- where negative; zero weights stay zero)
-        mu = _select(live, f["mu"][0], f["mu"][1])
-        sd = _select(live, f["sd"][0], f["sd"][1])
-        nu = _normal(programmed.shape).mul_(sd).add_(mu).abs_()
-        if self.preset.noise_model.drift_scale != 1.0:
-            nu.mul_(self.preset.noise_model.drift_scale)
-        # aihwkit maps the programmed weights to a pair of conductances again at every
-        # drift: per tile |w|max -> g_max, one device of each pair 0 (it stays 0)
-        magnitude = programmed.abs()
-        abs_max = self._tile_max(magnitude).clamp(min=ZERO_CLIP)
-        rel = magnitude.div_(self._per_element(abs_max))
-        q_s = (0.0088 / rel.pow_(0.65).clamp_(min=1e-3)).clamp_(max=0.2)
-        return programmed, (programmed, nu, q_s)
-
-    def _pcm_drift(self, w: torch.Tensor, terms, t_inference: float) -> torch.Tensor:
-        spec = self.preset.noise_model
-        signed, nu, q_s = terms
-        t = t_inference + PCM_T0
-        if t <= 0:
-            return signed.clone()
-        drifted = signed * torch.exp(nu * -math.log(t / PCM_T0)) if t > PCM_T0 else signed
-        sig = spec.read_noise_scale * math.sqrt(math.log((t + PCM_T_READ) / (2 * PCM_T_READ)))
-        # g + |g| sig q_s N, clipped at 0: on the signed weight, a factor clipped at 0
-        factor = _normal(signed.shape).mul_(q_s).mul_(sig).add_(1.0).clamp_(min=0.0)
-        return drifted.mul_(factor) if drifted is not signed else drifted * factor
-
-    # ------------------------------------------------------------ ReRAM CMO
-
-    def _cmo_range(self) -> tuple[float, float]:
-        g = self.preset.noise_model.g_max
-        return RERAM_CMO_G_MIN, CMO_G_MAX if g is None else float(g)
-
-    def _cmo_conductances(self, w: torch.Tensor):
-        g_min, g_max = self._cmo_range()
-        w_min = self._tile_min(w)
-        w_max = self._tile_max(w)
-        ratio = self._per_element((g_max - g_min) / (w_max - w_min))
-        low = self._per_element(w_min)
-        return (w - low) * ratio + g_min, ratio, low
-
-    def _cmo_program(self, w: torch.Tensor):
-        spec = self.preset.noise_model
-        g_min, _ = self._cmo_range()
-        g, ratio, low = self._cmo_conductances(w)
-        c0, c1 = CMO_PROG_COEFF[spec.acceptance_range]
-        g_prog = g + (c0 + g * c1) * _normal(g.shape) * spec.prog_noise_scale
-        return low + (g_prog - g_min) / ratio, None
-
-    def _cmo_drift(self, w: torch.Tensor, nu, t: float) -> torch.Tensor:
-        spec = self.preset.noise_model
-        g_min, g_max = self._cmo_range()
-        g, ratio, low = self._cmo_conductances(w)
-        if t == 0:
-            return w.clone()
-        g_mean = g + CMO_DECAY_MEAN * math.log(t) * spec.drift_scale
-        sigma_rel = CMO_DECAY_STD[0] * math.log(t) + CMO_DECAY_STD[1]
-        g_drift = g_mean + _normal(g.shape) * sigma_rel * spec.drift_scale
-        sigma_read = CMO_READ_K * torch.log10(g_drift) * math.sqrt(
-            math.log((t + CMO_T_READ) / (2 * CMO_T_READ)))
-        g_final = g_drift + sigma_read * _normal(g.shape) * spec.read_noise_scale
-        g_final = g_final.clamp(min=g_min, max=g_max)
-        return low + (g_final - g_min) / ratio
 
     # ------------------------------------------------------------ compensation, checks
 
@@ -348,13 +214,13 @@ class ChipModel:
             v = min(v, io.inp_bound) if io.clamp_input else v
             y = w * v
             if io.spec.out_noise > 0:
-                y = y + io.spec.out_noise * _normal(w.shape)
+                y = y + io.spec.out_noise * normal(w.shape)
             if io.out_step > 0:
                 y = torch.round(y / io.out_step) * io.out_step
             over = y.abs() > io.out_bound
             y = y.clamp(-io.out_bound, io.out_bound)
             values = self._seg_mean(y.abs(), clamp=False)
-            redo = self._tile_max(over.float()) > 0 if io.bm else \
+            redo = self.tile_max(over.float()) > 0 if io.bm else \
                 torch.zeros(self.n_tiles, dtype=torch.bool)
         k = 0
         for _, _, _, _, tiles in self.layers:
