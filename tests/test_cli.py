@@ -221,3 +221,24 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_work(
     result = run(*args)
     one_error_line(result, "cannot be written")
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_infer_and_diagnose_share_their_chip_options():
+    """--eta, --seed, --dataset, --data-dir and --batch-size mean the same in both commands
+    (declared once, in hwsim.cli.options); --repeats and --t-inference differ only in their
+    defaults and help."""
+    from hwsim.cli import cli
+
+    def params(name):
+        return {p.name: p for p in cli.commands[name].params}
+
+    infer, diagnose = params("infer"), params("diagnose")
+    for name in ("eta", "seed", "dataset", "data_dir", "batch_size", "repeats", "times",
+                 "calib_size"):
+        a, b = infer[name], diagnose[name]
+        assert a.opts == b.opts and type(a.type) is type(b.type), name
+        assert getattr(a.type, "setting", None) == getattr(b.type, "setting", None), name
+    for name in ("eta", "seed", "dataset", "data_dir", "batch_size"):
+        assert infer[name].help == diagnose[name].help
+        assert infer[name].default == diagnose[name].default
+    assert (infer["repeats"].default, diagnose["repeats"].default) == (10, 5)

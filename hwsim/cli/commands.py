@@ -11,9 +11,16 @@ from hwsim.cli.group import cli
 from hwsim.cli.options import (
     SettingType,
     add_options,
+    batch_size_option,
+    calib_size_option,
     compute_device_option,
+    data_options,
+    eta_option,
     model_options,
     preset_of,
+    repeats_option,
+    seed_option,
+    times_option,
 )
 from hwsim.training.config import TRAIN_DEFAULTS, hwa_suffix
 
@@ -225,24 +232,20 @@ def convert_cmd(model_path, arch, dataset, device, bn_mode, eta, out) -> None:
               help="BN mode when converting on the fly [default: keep]. recal: after each "
                    "chip is programmed (and drifted to each time), reset the BN statistics "
                    "and re-estimate them over training images forwarded through the chip.")
-@click.option("--calib-size", type=SettingType("calib_size"), default=None, metavar="N",
-              help="Training images for BN recalibration (BN mode recal only): a fixed "
+@calib_size_option("Training images for BN recalibration (BN mode recal only): a fixed "
                    "sample drawn with --seed [default: 512].")
-@click.option("--eta", type=SettingType("eta"), default=None,
-              help="Weight-noise level (gaussian presets).")
-@click.option("--t-inference", "times", default="1s,1h,1d,1y", show_default=True,
-              help="Inference times: comma-separated, e.g. 1s,1h,1d,1w,1y or seconds.")
-@click.option("--repeats", type=SettingType("repeats"), default=10, show_default=True,
-              help="Monte-Carlo repeats (independent chips).")
-@click.option("--seed", type=SettingType("seed"), default=0, show_default=True)
-@click.option("--dataset", default=None, help="Dataset [default: the checkpoint's].")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@eta_option
+@times_option("1s,1h,1d,1y", "Inference times: comma-separated, e.g. 1s,1h,1d,1w,1y or "
+                             "seconds.")
+@repeats_option(10, "Monte-Carlo repeats (independent chips).")
+@seed_option
+@add_options(data_options)
 @click.option("--test-subset", type=SettingType("test_subset"), default=None,
               help="Evaluate on the first N test images only [default: all].")
 @click.option("--engine", default=None,
               help="Simulation engine: fast, aihwkit (reference, seedable torch tiles) or "
                    "aihwkit-cpp (C++ tiles, not seedable) [default: fast].")
-@click.option("--batch-size", type=SettingType("batch_size"), default=500, show_default=True)
+@batch_size_option
 @compute_device_option("Where to run.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write every (t, repeat) result with its metadata (.json or .csv).")

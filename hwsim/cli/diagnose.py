@@ -7,7 +7,19 @@ from pathlib import Path
 import click
 
 from hwsim.cli.group import cli
-from hwsim.cli.options import SettingType, add_options, compute_device_option, model_options
+from hwsim.cli.options import (
+    SettingType,
+    add_options,
+    batch_size_option,
+    calib_size_option,
+    compute_device_option,
+    data_options,
+    eta_option,
+    model_options,
+    repeats_option,
+    seed_option,
+    times_option,
+)
 
 
 @cli.command("diagnose")
@@ -17,17 +29,13 @@ from hwsim.cli.options import SettingType, add_options, compute_device_option, m
 @click.option("--bn", "bn_mode", default="keep", show_default=True,
               type=click.Choice(["keep", "fold", "recal"]),
               help="BN mode of the chip (as 'hwsim infer').")
-@click.option("--eta", type=SettingType("eta"), default=None,
-              help="Weight-noise level (gaussian presets).")
-@click.option("--t-inference", "times", default="1y", show_default=True,
-              help="Inference times, comma-separated (each one costs a full diagnosis).")
-@click.option("--repeats", type=SettingType("repeats"), default=5, show_default=True,
-              help="Chips (Monte-Carlo repeats); every measurement is paired over them.")
-@click.option("--seed", type=SettingType("seed"), default=0, show_default=True)
+@eta_option
+@times_option("1y", "Inference times, comma-separated (each one costs a full diagnosis).")
+@repeats_option(5, "Chips (Monte-Carlo repeats); every measurement is paired over them.")
+@seed_option
 @click.option("--test-subset", type=SettingType("test_subset"), default=None,
               help="The per-layer runs evaluate the first N test images [default: all].")
-@click.option("--calib-size", type=SettingType("calib_size"), default=None, metavar="N",
-              help="Training images the BN statistics are measured (and recalibrated) on "
+@calib_size_option("Training images the BN statistics are measured (and recalibrated) on "
                    "[default: 512].")
 @click.option("--depth-images", type=SettingType("test_subset"), default=200,
               show_default=True, help="Test images for the error along the depth.")
@@ -36,11 +44,10 @@ from hwsim.cli.options import SettingType, add_options, compute_device_option, m
               help="A checkpoint of the same architecture and dataset (e.g. without BN) whose "
                    "error along the depth is shown beside this one's, on chips of the same "
                    "seeds.")
-@click.option("--dataset", default=None, help="Dataset [default: the checkpoint's].")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@add_options(data_options)
 @click.option("--engine", type=click.Choice(["fast", "aihwkit"]), default="fast",
               show_default=True, help="Simulation engine (both are seedable).")
-@click.option("--batch-size", type=SettingType("batch_size"), default=500, show_default=True)
+@batch_size_option
 @compute_device_option("Where to run.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for diagnosis.json, diagnosis.md and the figures "

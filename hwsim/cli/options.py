@@ -54,6 +54,41 @@ model_options = [
 ]
 
 
+# the options of the commands that evaluate chips of a checkpoint ('hwsim infer', 'hwsim
+# diagnose'): the same meaning and checks in both
+eta_option = click.option("--eta", type=SettingType("eta"), default=None,
+                          help="Weight-noise level (gaussian presets).")
+seed_option = click.option("--seed", type=SettingType("seed"), default=0, show_default=True,
+                           help="Seed of the chips (and of the calibration sample).")
+data_options = [
+    click.option("--dataset", default=None, help="Dataset [default: the checkpoint's]."),
+    click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                 help="Folder holding the dataset [default: $HWSIM_DATA_DIR, else "
+                      "~/.cache/hwsim/data; Fashion-MNIST also from Debian's "
+                      "/usr/share/datasets/fashion-mnist]."),
+]
+batch_size_option = click.option("--batch-size", type=SettingType("batch_size"), default=500,
+                                 show_default=True, help="Images per forward pass.")
+
+
+def repeats_option(default: int, help_text: str):
+    """``--repeats``: independent chips (Monte-Carlo repeats)."""
+    return click.option("--repeats", type=SettingType("repeats"), default=default,
+                        show_default=True, help=help_text)
+
+
+def times_option(default: str, help_text: str):
+    """``--t-inference``: comma-separated inference times (1s, 1h, 1d, 1w, 1y or seconds)."""
+    return click.option("--t-inference", "times", default=default, show_default=True,
+                        help=help_text)
+
+
+def calib_size_option(help_text: str):
+    """``--calib-size N``: training images for the BN statistics."""
+    return click.option("--calib-size", type=SettingType("calib_size"), default=None,
+                        metavar="N", help=help_text)
+
+
 def add_options(options):
     def deco(f):
         for opt in reversed(options):
