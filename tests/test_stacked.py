@@ -54,24 +54,25 @@ def _batch(b: torch.Tensor) -> torch.Tensor:
     return b.contiguous(memory_format=torch.channels_last)
 
 
-def _sequential_logits(engine, x, times, seed):
+def _drifted(engine, times, seed):
+    """Program chip ``seed``, then yield once it is drifted to each of ``times``."""
     engine.program(seed)
-    out = []
     for i, t in enumerate(times):
         if engine.preset.time_dependent:
             engine.drift(t, seed + 1 + i)
+        yield t
+
+
+def _sequential_logits(engine, x, times, seed):
+    out = []
+    for _ in _drifted(engine, times, seed):
         with torch.no_grad():
             out.append(torch.cat([engine.model(_batch(b)) for b in x.split(7)]))
     return out
 
 
 def _stacked_logits(engine, x, times, seed):
-    engine.program(seed)
-    snaps = []
-    for i, t in enumerate(times):
-        if engine.preset.time_dependent:
-            engine.drift(t, seed + 1 + i)
-        snaps.append(engine.snapshot())
+    snaps = [engine.snapshot() for _ in _drifted(engine, times, seed)]
     model = engine.stacked_model(snaps)
     parts = []
     with torch.no_grad():

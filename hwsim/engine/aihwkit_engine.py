@@ -33,16 +33,14 @@ class AihwkitEngine(Engine):
         self.digital_layers = digital_layers(self.digital)
         self._analog: nn.Module | None = None
 
-    def convert(self, model: nn.Module, *, inplace: bool = False) -> nn.Module:
-        """aihwkit's analog copy of ``model`` (``inplace``: ``model`` itself, converted, for a
-        caller that made its own copy), the layers kept digital left as they are."""
+    def convert(self, model: nn.Module) -> nn.Module:
+        """aihwkit's analog copy of ``model``, the layers kept digital left as they are."""
         from aihwkit.nn.conversion import convert_to_analog
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return convert_to_analog(model, self.rpu_config,
-                                     exclude_modules=list(self.digital_layers),
-                                     inplace=inplace)
+                                     exclude_modules=list(self.digital_layers))
 
     @property
     def model(self) -> nn.Module:
