@@ -179,3 +179,74 @@ def test_half_level_maximum_rounds_as_aihwkit():
     want = torch.round(v * (v.reciprocal() / 2.0) / kio.inp_step)  # aihwkit's order
     assert torch.equal(levels.round(), want)
     assert (want == 31).any() or (want == 32).any()
+
+
+@pytest.fixture(scope="module")
+def eight_wide(tmp_path_factory):
+    """The kernel built with 8-float vectors (``-DHWSIM_VEC8``), beside the library the
+    engine loads (16-float vectors where the machine has AVX-512, else 8 as well)."""
+    import subprocess
+
+    cc = kernels._compiler()
+    out = tmp_path_factory.mktemp("vec8") / "mvm8.so"
+    proc = subprocess.run([cc, *kernels.FLAG_SETS[0], "-DHWSIM_VEC8", "-std=gnu11", "-shared",
+                           "-fPIC", "-o", str(out), str(kernels.SOURCE)], capture_output=True)
+    if proc.returncode:
+        pytest.skip("the 8-wide build needs the native flags")
+    return kernels.load(out)
+
+
+def _random_problem(rng):
+    """A generated kernel call: geometry, channel slice, column count (partial blocks, one
+    and several), input sign and scale, every IO setting, bound-management reduction."""
+    while True:
+        n, h, w, c = rng.randint(1, 3), rng.randint(1, 9), rng.randint(1, 9), rng.randint(1, 40)
+        c0 = rng.randint(0, c - 1)
+        c1 = rng.randint(c0 + 1, c)
+        kh, kw = rng.randint(1, 4), rng.randint(1, 4)
+        ph, pw = rng.randint(0, kh - 1), rng.randint(0, kw - 1)
+        if h + 2 * ph >= kh and w + 2 * pw >= kw:
+            break
+    stride = (rng.randint(1, 3), rng.randint(1, 3))
+    x = torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(rng.getrandbits(32)))
+    x = x * rng.choice([0.01, 1.0, 5.0])
+    if rng.random() < 0.3:
+        x = x.relu()
+    n_out = rng.choice([1, 15, 16, 17, 31, 32, 33, 48, 64, 70])
+    k = (c1 - c0) * kh * kw
+    wt = torch.randn(k, n_out) * rng.choice([0.1, 1.0, 10.0])
+    kio = kernels.KernelIO(
+        noise_management=rng.choice(["none", "abs_max", "max"]),
+        inp_step=rng.choice([0.0, 1 / 126, 1 / 254, 0.1]),
+        inp_bound=rng.choice([1.0, math.inf]), clamp_input=rng.random() < 0.5,
+        out_step=rng.choice([0.0, 1 / 510, 0.05]), out_bound=rng.choice([12.0, 1.0, math.inf]),
+        out_noise=rng.choice([0.0, 0.06, 1.0]))
+    return (x, (c0, c1), (kh, kw), stride, (ph, pw), wt, torch.rand(n_out) + 0.5,
+            torch.randn(n_out) if rng.random() < 0.5 else None, kio,
+            rng.choice([1.0, 0.5, 0.25]), rng.getrandbits(63))
+
+
+def test_vector_widths_give_the_same_bits(eight_wide, monkeypatch):
+    """Every output is computed lane by lane in the same order at either vector width, and
+    the 16-lane noise is the 8-lane stream: the same bits, over generated calls."""
+    import random
+
+    native = kernels.library()
+    rng = random.Random(0)
+    for case in range(120):
+        problem = _random_problem(rng)
+        results = []
+        for lib in (native, eight_wide):
+            monkeypatch.setattr(kernels, "library", lambda lib=lib: lib)
+            out, clipped, nonzero = run(*problem[:-1], seed=problem[-1])
+            results.append((out.view(torch.int32), clipped, nonzero))
+        (a, *fa), (b, *fb) = results
+        assert fa == fb and torch.equal(a, b), case
+    for first, n in [(0, 32), (32, 96), (96, 32 * 7), (rng.randrange(1 << 20) * 32, 32 * 33),
+                     ((2**29 - 3) * 32, 32 * 7)]:  # around the counter's 32-bit wrap
+        got = []
+        for lib in (native, eight_wide):
+            z = torch.empty(n)
+            lib.hwsim_normals(z.data_ptr(), first, n, 12345)
+            got.append(z.view(torch.int32))
+        assert torch.equal(*got), (first, n)

@@ -14,8 +14,11 @@
  * f = row * npad + column; it depends on the seed and f only, so the numbers are the same
  * whatever the thread count or the schedule.
  *
- * Plain C with GCC vector extensions (8 floats to a vector); x86 builtins where they exist
- * (AVX, AVX2), portable element-wise code otherwise. hwsim.engine.kernels builds it with the
+ * Plain C with GCC vector extensions: 16 floats to a vector where the machine has AVX-512,
+ * 8 elsewhere; x86 builtins where they exist (AVX-512, AVX, AVX2), portable element-wise
+ * code otherwise. Every output is computed lane by lane in the same order whatever the
+ * vector width (the product accumulates over the rows in order; the normals are the same
+ * numbers of the same stream), so both widths give the same bits. hwsim.engine.kernels builds it with the
  * system compiler (-O3 -march=native -fopenmp) and calls it through ctypes.
  */
 
@@ -23,11 +26,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define VEC 8   /* floats per vector */
-#define COLS 16 /* columns per micro-tile: two vectors */
+#if defined(__AVX512F__) && !defined(HWSIM_VEC8)
+#include <immintrin.h>
+#define VEC 16 /* floats per vector */
+#define WIDE 2 /* column blocks per micro-tile where the columns allow */
 #ifndef ROWS
-#define ROWS 6 /* rows per micro-tile: ROWS x COLS accumulators in registers */
+#define ROWS 12 /* rows per micro-tile: ROWS x WIDE x COLS accumulators in registers */
 #endif
+#else
+#define VEC 8
+#define WIDE 1
+#ifndef ROWS
+#define ROWS 6
+#endif
+#endif
+#define COLS 16        /* the column block (weights are padded to a multiple of it) */
+#define CV (COLS / VEC) /* vectors per column block */
 #ifndef PANEL
 #define PANEL 48 /* rows gathered at a time (a multiple of ROWS and of 2) */
 #endif
@@ -81,12 +95,14 @@ static inline vf vload(const float *p) {
 
 static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
 
-static inline vf vsplat(float f) { return (vf){f, f, f, f, f, f, f, f}; }
+static inline vf vsplat(float f) { return (vf){0} + f; }
 
 static inline vf vselect(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
 
 static inline vf vrint(vf x) { /* round half to even, as torch.round */
-#ifdef __AVX__
+#if VEC == 16
+    return (vf)_mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#elif defined(__AVX__)
     return __builtin_ia32_roundps256(x, 4);
 #else
     for (int i = 0; i < VEC; i++)
@@ -96,7 +112,9 @@ static inline vf vrint(vf x) { /* round half to even, as torch.round */
 }
 
 static inline vf vsqrt(vf x) {
-#ifdef __AVX__
+#if VEC == 16
+    return (vf)_mm512_sqrt_ps((__m512)x);
+#elif defined(__AVX__)
     return __builtin_ia32_sqrtps256(x);
 #else
     for (int i = 0; i < VEC; i++)
@@ -111,7 +129,8 @@ static inline vf vclamp(vf x, float lim) {
 }
 
 /* keep a value in a register: stops the compiler re-reading it from memory at every use */
-#if defined(__GNUC__) && defined(__x86_64__)
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__AVX__) /* (a vector register
+                                                                      holds a whole vf) */
 #define IN_REGISTER(v) __asm__("" : "+x"(v))
 #else
 #define IN_REGISTER(v) (void)0
@@ -122,7 +141,11 @@ static inline vf vclamp(vf x, float lim) {
 /* high and low 32 bits of a * m, lane by lane */
 static inline void mulhilo(vu a, uint32_t m, vu *hi, vu *lo) {
     *lo = a * m;
-#ifdef __AVX2__
+#if VEC == 16
+    vu mm = (vu){0} + m;
+    vu64 even = (vu64)_mm512_mul_epu32((__m512i)a, (__m512i)mm);
+    vu64 odd = (vu64)_mm512_mul_epu32((__m512i)((vu64)a >> 32), (__m512i)mm);
+#elif defined(__AVX2__)
     vu mm = {m, m, m, m, m, m, m, m};
     vu64 even = (vu64)__builtin_ia32_pmuludq256((vi)a, (vi)mm);
     vu64 odd = (vu64)__builtin_ia32_pmuludq256((vi)((vu64)a >> 32), (vi)mm);
@@ -133,7 +156,7 @@ static inline void mulhilo(vu a, uint32_t m, vu *hi, vu *lo) {
     *hi = (vu)((even >> 32) | (odd & 0xFFFFFFFF00000000u));
 }
 
-/* Philox4x32-10 (Salmon et al., SC 2011) on 8 counters at once */
+/* Philox4x32-10 (Salmon et al., SC 2011) on VEC counters at once */
 static inline void philox(vu c[4], uint32_t k0, uint32_t k1) {
     for (int i = 0; i < 10; i++) {
         vu h0, l0, h1, l1;
@@ -189,22 +212,30 @@ static inline void box_muller(vu a, vu b, vf *z0, vf *z1) {
 }
 
 /* normals first .. first + n - 1 of the seed's stream (first and n multiples of 32): one
-   Philox call on counter 8 * g + l gives normals 32 * g + 8 * j + l, j = 0..3 */
+   Philox call on counter 8 * g + l (l < 8) gives normals 32 * g + 8 * j + l, j = 0..3. With
+   16 lanes a call takes the counters of groups g and g + 1, and each half of a result
+   vector goes to its own group: the same numbers as 8 lanes. */
 static void normals(float *restrict out, int64_t first, int64_t n, uint64_t seed) {
     const uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-    const vu lane = {0, 1, 2, 3, 4, 5, 6, 7};
-    for (int64_t g = first / 32; g < (first + n) / 32; g++) {
+    vu lane;
+    for (int l = 0; l < VEC; l++)
+        lane[l] = (uint32_t)l;
+    const int64_t g_end = (first + n) / 32;
+    for (int64_t g = first / 32; g < g_end; g += VEC / 8) {
         uint64_t ctr = (uint64_t)g * 8;
         vu c[4] = {lane + (uint32_t)ctr, (vu){0} + (uint32_t)(ctr >> 32), (vu){0}, (vu){0}};
+        /* the high word steps within the call if the low one wraps (never, in practice) */
+        for (int l = 0; l < VEC; l++)
+            c[1][l] = (uint32_t)((ctr + l) >> 32);
         philox(c, k0, k1);
-        vf z0, z1, z2, z3;
-        box_muller(c[0], c[1], &z0, &z1);
-        box_muller(c[2], c[3], &z2, &z3);
-        float *o = out + (g * 32 - first);
-        vstore(o, z0);
-        vstore(o + VEC, z1);
-        vstore(o + 2 * VEC, z2);
-        vstore(o + 3 * VEC, z3);
+        vf z[4];
+        box_muller(c[0], c[1], &z[0], &z[1]);
+        box_muller(c[2], c[3], &z[2], &z[3]);
+        for (int h = 0; h < VEC / 8 && g + h < g_end; h++) {
+            float *o = out + ((g + h) * 32 - first);
+            for (int j = 0; j < 4; j++)
+                memcpy(o + 8 * j, (const float *)&z[j] + 8 * h, 8 * sizeof(float));
+        }
     }
 }
 
@@ -237,7 +268,9 @@ static inline int32_t float_key(int32_t b, int32_t nm) {
 }
 
 static inline vi vmax_i(vi a, vi b) {
-#ifdef __AVX2__
+#if VEC == 16
+    return (vi)_mm512_max_epi32((__m512i)a, (__m512i)b);
+#elif defined(__AVX2__)
     return (vi)__builtin_ia32_pmaxsd256(a, b);
 #else
     return (vi)vselect(a > b, (vf)a, (vf)b);
@@ -252,9 +285,13 @@ static int32_t max_key(const float *restrict v, int64_t n, int32_t nm) {
         vi b = (vi)vload(v + i);
         m = vmax_i(m, nm == 1 ? b & 0x7FFFFFFF : b ^ ((b >> 31) & 0x7FFFFFFF));
     }
+#if VEC == 16
+    int32_t best = _mm512_reduce_max_epi32((__m512i)m);
+#else
     int32_t best = INT32_MIN;
     for (int j = 0; j < VEC; j++)
         best = m[j] > best ? m[j] : best;
+#endif
     for (; i < n; i++) {
         int32_t b;
         memcpy(&b, v + i, 4);
@@ -274,7 +311,11 @@ typedef struct {
                                       it was last used */
     int32_t *keys;                 /* slots x wo window keys */
     int32_t *pixel;                /* w pixel keys (scratch) */
-    const int32_t **rows;          /* kh: the current output row's input rows, NULL: padding */
+    const int32_t **rows;          /* kh: the current output row's input rows (padding rows:
+                                      `zeros`) */
+    int32_t *zeros;                /* wo keys of a row of padding: 0, the key of 0.0f */
+    float *scale, *gain;           /* wo: the current output row's noise-management scales
+                                      and DAC gains */
 } key_cache;
 
 static void cache_init(const mvm_args *restrict a, key_cache *kc) {
@@ -286,6 +327,9 @@ static void cache_init(const mvm_args *restrict a, key_cache *kc) {
     kc->keys = malloc(kc->slots * a->wo * sizeof(int32_t));
     kc->pixel = malloc(a->w * sizeof(int32_t));
     kc->rows = malloc(a->kh * sizeof(int32_t *));
+    kc->zeros = calloc(a->wo, sizeof(int32_t));
+    kc->scale = malloc(a->wo * sizeof(float));
+    kc->gain = malloc(a->wo * sizeof(float));
     for (int64_t s = 0; s < kc->slots; s++)
         kc->tag[s] = -1, kc->age[s] = 0;
 }
@@ -296,6 +340,9 @@ static void cache_free(key_cache *kc) {
     free(kc->keys);
     free(kc->pixel);
     free(kc->rows);
+    free(kc->zeros);
+    free(kc->scale);
+    free(kc->gain);
 }
 
 /* the window keys of input row iy of image img (least recently used slot replaced) */
@@ -313,6 +360,11 @@ static const int32_t *row_keys(const mvm_args *restrict a, key_cache *kc, int64_
     }
     const int64_t cc = a->c1 - a->c0;
     const float *row = a->x + (img * a->h + iy) * a->w * a->c + a->c0;
+    /* rows are reduced in order: fetch the one two rows on while this one is worked on (the
+       hardware prefetcher alone leaves the kernel waiting on memory, up to a fifth of its
+       time on ResNet-20's large layers); past the input's end this fetches nothing */
+    for (int64_t i = 0; i < a->w * a->c; i += 16)
+        __builtin_prefetch(row + 2 * a->w * a->c - a->c0 + i);
     for (int64_t ix = 0; ix < a->w; ix++)
         kc->pixel[ix] = max_key(row + ix * a->c, cc, a->nm);
     int32_t *keys = kc->keys + victim * a->wo;
@@ -327,31 +379,6 @@ static const int32_t *row_keys(const mvm_args *restrict a, key_cache *kc, int64_
     kc->tag[victim] = tag;
     kc->age[victim] = ++kc->clock;
     return keys;
-}
-
-/* the noise-management scale of the row at p */
-static float row_nm(const mvm_args *restrict a, key_cache *kc, pos_t p, int *nonzero) {
-    if (p.img != kc->img || p.oy != kc->oy) { /* a new output row: look its input rows up */
-        const int64_t iy0 = p.oy * a->sh - a->ph;
-        for (int64_t ky = 0; ky < a->kh; ky++) {
-            const int64_t iy = iy0 + ky;
-            kc->rows[ky] = iy < 0 || iy >= a->h ? NULL : row_keys(a, kc, p.img, iy);
-        }
-        kc->img = p.img;
-        kc->oy = p.oy;
-    }
-    int32_t best = INT32_MIN;
-    for (int64_t ky = 0; ky < a->kh; ky++) {
-        const int32_t key = kc->rows[ky] ? kc->rows[ky][p.ox] : 0; /* padding: zeros */
-        best = key > best ? key : best;
-    }
-    best = best >= 0 ? best : best ^ 0x7FFFFFFF;
-    float nm;
-    memcpy(&nm, &best, 4);
-    *nonzero |= nm != 0.0f;
-    if (!(nm > 0.0f)) /* aihwkit: a zero (or, for max, negative) scale becomes 1 */
-        nm = 1.0f;
-    return nm;
 }
 
 /* The factor that takes the row to DAC levels: 1 / (nm x reduction x step). When the
@@ -372,6 +399,39 @@ static float dac_gain(const mvm_args *restrict a, float nm) {
     }
     return gain;
 }
+/* The noise-management scales and DAC gains of output row (img, oy), for every ox at once
+   (a row of patches shares its input rows): the max over the kh input rows' window keys,
+   back to a float; a zero (or, for max, negative) scale becomes 1, as in aihwkit. */
+static void row_setup(const mvm_args *restrict a, key_cache *kc, int64_t img, int64_t oy,
+                      int *nonzero) {
+    const int64_t iy0 = oy * a->sh - a->ph;
+    for (int64_t ky = 0; ky < a->kh; ky++) {
+        const int64_t iy = iy0 + ky;
+        kc->rows[ky] = iy < 0 || iy >= a->h ? kc->zeros : row_keys(a, kc, img, iy);
+    }
+    kc->img = img;
+    kc->oy = oy;
+    int any = 0;
+    for (int64_t ox = 0; ox < a->wo; ox++) {
+        int32_t best = INT32_MIN;
+        for (int64_t ky = 0; ky < a->kh; ky++) {
+            const int32_t key = kc->rows[ky][ox];
+            best = key > best ? key : best;
+        }
+        best = best >= 0 ? best : best ^ 0x7FFFFFFF;
+        float nm;
+        memcpy(&nm, &best, 4);
+        any |= nm != 0.0f;
+        kc->scale[ox] = nm > 0.0f ? nm : 1.0f;
+    }
+    *nonzero |= any;
+    for (int64_t ox = 0; ox < a->wo; ox++)
+        kc->gain[ox] = 1.0f / (kc->scale[ox] * a->red_step);
+    if (a->tie_fix)
+        for (int64_t ox = 0; ox < a->wo; ox++)
+            kc->gain[ox] = dac_gain(a, kc->scale[ox]);
+}
+
 /* dst[0:len] = DAC(src[0:len] * inv) */
 static inline void run_dac(const mvm_args *restrict a, float *restrict dst,
                            const float *restrict src, int64_t len, float inv) {
@@ -423,32 +483,43 @@ static void load_row(const mvm_args *restrict a, pos_t p, float inv, float *rest
 
 /* ---- the product and the output -------------------------------------------------------- */
 
-/* acc[r] = sum_i q[r * kpad + i] * wt[i * npad + 0:COLS], r < ROWS: the GEMM micro-kernel */
-static inline void micro(const float *restrict q, int64_t k, int64_t kpad,
-                         const float *restrict wt, int64_t npad, vf acc[ROWS][2]) {
-    vf s[ROWS][2];
-    for (int r = 0; r < ROWS; r++)
-        s[r][0] = s[r][1] = (vf){0};
-    for (int64_t i = 0; i < k; i++) {
-        vf w0 = vload(wt + i * npad), w1 = vload(wt + i * npad + VEC);
-        IN_REGISTER(w0);
-        IN_REGISTER(w1);
-        for (int r = 0; r < ROWS; r++) {
-            float qi = q[r * kpad + i];
-            s[r][0] += qi * w0;
-            s[r][1] += qi * w1;
-        }
+/* acc[r][v] = sum_i q[r * kpad + i] * wt[i * npad + v * VEC + 0:VEC], r < R, v < NV:
+   the GEMM micro-kernel on R rows and NV (1 or 2) vectors of columns */
+#define MICRO(NAME, NV, R)                                                                 \
+    static inline void NAME(const float *restrict q, int64_t k, int64_t kpad,              \
+                            const float *restrict wt, int64_t npad,                        \
+                            vf acc[ROWS][WIDE * CV]) {                                  \
+        vf s0[R], s1[R];                                                                   \
+        for (int r = 0; r < R; r++)                                                        \
+            s0[r] = s1[r] = (vf){0};                                                       \
+        for (int64_t i = 0; i < k; i++) {                                                  \
+            vf w0 = vload(wt + i * npad), w1 = NV > 1 ? vload(wt + i * npad + VEC) : w0;   \
+            IN_REGISTER(w0);                                                               \
+            if (NV > 1)                                                                    \
+                IN_REGISTER(w1);                                                           \
+            for (int r = 0; r < R; r++) {                                                  \
+                float qi = q[r * kpad + i];                                                \
+                s0[r] += qi * w0;                                                          \
+                if (NV > 1)                                                                \
+                    s1[r] += qi * w1;                                                      \
+            }                                                                              \
+        }                                                                                  \
+        for (int r = 0; r < R; r++) {                                                      \
+            acc[r][0] = s0[r];                                                             \
+            if (NV > 1)                                                                    \
+                acc[r][1] = s1[r];                                                         \
+        }                                                                                  \
     }
-    memcpy(acc, s, sizeof s);
-}
+MICRO(micro1, 1, ROWS)
+MICRO(micro2, 2, ROWS)
 
 /* noise, ADC, bound, rescale and bias for one row's COLS columns from c0; returns whether
    an output clipped */
-static inline int finish(const mvm_args *restrict a, vf acc[2], const float *noise, float scale,
-                         int64_t c0, float *restrict y) {
+static inline int finish(const mvm_args *restrict a, const vf acc[CV], const float *noise,
+                         float scale, int64_t c0, float *restrict y) {
     vi clip = {0};
-    vf out[2];
-    for (int h = 0; h < 2; h++) {
+    vf out[CV];
+    for (int h = 0; h < CV; h++) {
         vf z = acc[h];
         if (a->out_noise > 0.0f)
             z += a->out_noise * vload(noise + h * VEC);
@@ -462,8 +533,8 @@ static inline int finish(const mvm_args *restrict a, vf acc[2], const float *noi
     }
     const int64_t nc = a->nout - c0;
     if (nc >= COLS) {
-        vstore(y, out[0]);
-        vstore(y + VEC, out[1]);
+        for (int h = 0; h < CV; h++)
+            vstore(y + h * VEC, out[h]);
     } else {
         float tmp[COLS];
         memcpy(tmp, out, sizeof tmp);
@@ -488,7 +559,7 @@ int hwsim_mvm(const mvm_args *restrict a) {
     {
         float *buf = aligned_alloc(64, PANEL * kpad * sizeof(float));
         float *noise = aligned_alloc(64, PANEL * npad * sizeof(float));
-        vf acc[ROWS][2];
+        vf acc[ROWS][WIDE * CV];
         float scales[PANEL];
         key_cache kc;
         cache_init(a, &kc);
@@ -499,10 +570,13 @@ int hwsim_mvm(const mvm_args *restrict a) {
                 continue;
             const int64_t r0 = p * PANEL, nr = rows - r0 < PANEL ? rows - r0 : PANEL;
             pos_t pos = row_pos(a, r0);
+            const float plain_gain = dac_gain(a, 1.0f);
             for (int64_t r = 0; r < nr; r++, next_pos(a, &pos)) {
-                const float nm = a->nm ? row_nm(a, &kc, pos, &nonzero) : 1.0f;
+                if (a->nm && (pos.img != kc.img || pos.oy != kc.oy))
+                    row_setup(a, &kc, pos.img, pos.oy, &nonzero);
+                const float nm = a->nm ? kc.scale[pos.ox] : 1.0f;
                 scales[r] = nm * a->reduction;
-                load_row(a, pos, dac_gain(a, nm), buf + r * kpad);
+                load_row(a, pos, a->nm ? kc.gain[pos.ox] : plain_gain, buf + r * kpad);
             }
             if (noisy && a->noise_in) {
                 for (int64_t r = 0; r < nr; r++)
@@ -512,14 +586,21 @@ int hwsim_mvm(const mvm_args *restrict a) {
             } else if (noisy) {
                 normals(noise, r0 * npad, PANEL * npad, a->seed);
             }
-            for (int64_t c0 = 0; c0 < npad; c0 += COLS) {
+            for (int64_t c0 = 0; c0 < npad;) {
+                const int nb = WIDE > 1 && npad - c0 >= WIDE * COLS ? WIDE : 1;
                 for (int64_t rb = 0; rb < nr; rb += ROWS) {
-                    micro(buf + rb * kpad, k, kpad, a->wt + c0, npad, acc);
+                    if (nb * CV == 2)
+                        micro2(buf + rb * kpad, k, kpad, a->wt + c0, npad, acc);
+                    else
+                        micro1(buf + rb * kpad, k, kpad, a->wt + c0, npad, acc);
                     for (int64_t r = rb; r < rb + ROWS && r < nr; r++)
-                        clipped |= finish(a, acc[r - rb], noise + r * npad + c0,
-                                          scales[r], c0,
-                                          a->y + (r0 + r) * a->y_stride + c0);
+                        for (int b = 0; b < nb; b++)
+                            clipped |= finish(a, acc[r - rb] + b * CV,
+                                              noise + r * npad + c0 + b * COLS, scales[r],
+                                              c0 + b * COLS,
+                                              a->y + (r0 + r) * a->y_stride + c0 + b * COLS);
                 }
+                c0 += nb * COLS;
             }
             if (clipped && a->stop_on_clip)
                 stop = 1;

@@ -103,6 +103,17 @@ def _build(cc: str) -> Path:
     raise RuntimeError("\n".join(errors))
 
 
+def load(path: Path) -> ctypes.CDLL:
+    """A built kernel library, its two entry points typed."""
+    lib = ctypes.CDLL(str(path))
+    lib.hwsim_mvm.argtypes = [ctypes.POINTER(MvmArgs)]
+    lib.hwsim_mvm.restype = ctypes.c_int
+    lib.hwsim_normals.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                                  ctypes.c_uint64]
+    lib.hwsim_normals.restype = None
+    return lib
+
+
 def library() -> ctypes.CDLL | None:
     """The loaded kernel library, building it if needed; None where that is impossible (the
     engine then runs its eager path)."""
@@ -119,16 +130,11 @@ def library() -> ctypes.CDLL | None:
         return None
     start = time.perf_counter()
     try:
-        lib = ctypes.CDLL(str(_build(cc)))
+        lib = load(_build(cc))
     except (OSError, RuntimeError, subprocess.SubprocessError) as err:
         warnings.warn(f"hwsim: building the fused kernel failed, the fast engine runs its "
                       f"slower eager path:\n{err}", stacklevel=2)
         return None
-    lib.hwsim_mvm.argtypes = [ctypes.POINTER(MvmArgs)]
-    lib.hwsim_mvm.restype = ctypes.c_int
-    lib.hwsim_normals.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
-                                  ctypes.c_uint64]
-    lib.hwsim_normals.restype = None
     build_seconds = time.perf_counter() - start
     _lib = lib
     return _lib
