@@ -152,12 +152,17 @@ def main() -> None:
             runs = ", ".join(f"{s:.0f}" for s in row["seconds"])
             print(f"{name:<12}{runs:<28}{row['median_s']:>10.1f}{row['cells_per_s']:>10.2f}"
                   f"{first['median_s'] / row['median_s']:>12.2f}")
-    if len(codes) > 1:  # whether the trees compute the same cells (the same chip stream)
-        ref_name = codes[0][0]
-        out["same_cells_as_" + ref_name] = same = {
-            name: results[name]["cells"] == results[ref_name]["cells"] for name, _ in codes[1:]}
-        print("\ncells identical to " + ref_name + "'s: "
-              + ", ".join(f"{n} {'yes' if v else 'no'}" for n, v in same.items()))
+    if len(codes) > 1:  # which trees compute the same cells (the same chip stream)
+        groups: list[list[str]] = []
+        for name, _ in codes:
+            for g in groups:
+                if results[g[0]]["cells"] == results[name]["cells"]:
+                    g.append(name)
+                    break
+            else:
+                groups.append([name])
+        out["same_cells"] = groups
+        print("\nidentical cells: " + "; ".join(" = ".join(g) for g in groups))
     if not args.no_floor:
         f = floor(args.study, args.checkpoints)
         out["floor"] = f
