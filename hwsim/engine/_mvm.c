@@ -14,12 +14,13 @@
  * f = row * npad + column; it depends on the seed and f only, so the numbers are the same
  * whatever the thread count or the schedule.
  *
- * Plain C with GCC vector extensions: 16 floats to a vector where the machine has AVX-512,
- * 8 elsewhere; x86 builtins where they exist (AVX-512, AVX, AVX2), portable element-wise
- * code otherwise. Every output is computed lane by lane in the same order whatever the
- * vector width (the product accumulates over the rows in order; the normals are the same
- * numbers of the same stream), so both widths give the same bits. hwsim.engine.kernels builds it with the
- * system compiler (-O3 -march=native -fopenmp) and calls it through ctypes.
+ * Plain C with GCC vector extensions: 16 floats to a vector where the machine has AVX-512
+ * (-DHWSIM_VEC8 forces 8), 8 elsewhere; x86 builtins where they exist (AVX-512, AVX, AVX2),
+ * portable element-wise code otherwise. Every output is computed lane by lane in the same
+ * order whatever the vector width (the product accumulates over the rows in order; the
+ * normals are the same numbers of the same stream), so both widths give the same bits.
+ * hwsim.engine.kernels builds it with the system compiler (-O3 -march=native -fopenmp) and
+ * calls it through ctypes.
  */
 
 #include <stdint.h>
@@ -223,10 +224,11 @@ static void normals(float *restrict out, int64_t first, int64_t n, uint64_t seed
     const int64_t g_end = (first + n) / 32;
     for (int64_t g = first / 32; g < g_end; g += VEC / 8) {
         uint64_t ctr = (uint64_t)g * 8;
-        vu c[4] = {lane + (uint32_t)ctr, (vu){0} + (uint32_t)(ctr >> 32), (vu){0}, (vu){0}};
-        /* the high word steps within the call if the low one wraps (never, in practice) */
+        vu high = (vu){0}; /* the counter's high word (it steps within a call whose low
+                              words wrap) */
         for (int l = 0; l < VEC; l++)
-            c[1][l] = (uint32_t)((ctr + l) >> 32);
+            high[l] = (uint32_t)((ctr + l) >> 32);
+        vu c[4] = {lane + (uint32_t)ctr, high, (vu){0}, (vu){0}};
         philox(c, k0, k1);
         vf z[4];
         box_muller(c[0], c[1], &z[0], &z[1]);
@@ -399,6 +401,7 @@ static float dac_gain(const mvm_args *restrict a, float nm) {
     }
     return gain;
 }
+
 /* The noise-management scales and DAC gains of output row (img, oy), for every ox at once
    (a row of patches shares its input rows): the max over the kh input rows' window keys,
    back to a float; a zero (or, for max, negative) scale becomes 1, as in aihwkit. */
@@ -483,35 +486,35 @@ static void load_row(const mvm_args *restrict a, pos_t p, float inv, float *rest
 
 /* ---- the product and the output -------------------------------------------------------- */
 
-/* acc[r][v] = sum_i q[r * kpad + i] * wt[i * npad + v * VEC + 0:VEC], r < R, v < NV:
-   the GEMM micro-kernel on R rows and NV (1 or 2) vectors of columns */
-#define MICRO(NAME, NV, R)                                                                 \
+/* acc[r][v] = sum_i q[r * kpad + i] * wt[i * npad + v * VEC + 0:VEC], r < ROWS, v < NV:
+   the GEMM micro-kernel on NV (1 or 2) vectors of columns */
+#define MICRO(NAME, NV)                                                                    \
     static inline void NAME(const float *restrict q, int64_t k, int64_t kpad,              \
                             const float *restrict wt, int64_t npad,                        \
-                            vf acc[ROWS][WIDE * CV]) {                                  \
-        vf s0[R], s1[R];                                                                   \
-        for (int r = 0; r < R; r++)                                                        \
+                            vf acc[ROWS][WIDE * CV]) {                                     \
+        vf s0[ROWS], s1[ROWS];                                                             \
+        for (int r = 0; r < ROWS; r++)                                                     \
             s0[r] = s1[r] = (vf){0};                                                       \
         for (int64_t i = 0; i < k; i++) {                                                  \
             vf w0 = vload(wt + i * npad), w1 = NV > 1 ? vload(wt + i * npad + VEC) : w0;   \
             IN_REGISTER(w0);                                                               \
             if (NV > 1)                                                                    \
                 IN_REGISTER(w1);                                                           \
-            for (int r = 0; r < R; r++) {                                                  \
+            for (int r = 0; r < ROWS; r++) {                                               \
                 float qi = q[r * kpad + i];                                                \
                 s0[r] += qi * w0;                                                          \
                 if (NV > 1)                                                                \
                     s1[r] += qi * w1;                                                      \
             }                                                                              \
         }                                                                                  \
-        for (int r = 0; r < R; r++) {                                                      \
+        for (int r = 0; r < ROWS; r++) {                                                   \
             acc[r][0] = s0[r];                                                             \
             if (NV > 1)                                                                    \
                 acc[r][1] = s1[r];                                                         \
         }                                                                                  \
     }
-MICRO(micro1, 1, ROWS)
-MICRO(micro2, 2, ROWS)
+MICRO(micro1, 1)
+MICRO(micro2, 2)
 
 /* noise, ADC, bound, rescale and bias for one row's COLS columns from c0; returns whether
    an output clipped */
