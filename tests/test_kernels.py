@@ -185,12 +185,9 @@ def test_half_level_maximum_rounds_as_aihwkit():
 def eight_wide(tmp_path_factory):
     """The kernel built with 8-float vectors (``-DHWSIM_VEC8``), beside the library the
     engine loads (16-float vectors where the machine has AVX-512, else 8 as well)."""
-    import subprocess
-
-    cc = kernels._compiler()
     out = tmp_path_factory.mktemp("vec8") / "mvm8.so"
-    proc = subprocess.run([cc, *kernels.FLAG_SETS[0], "-DHWSIM_VEC8", "-std=gnu11", "-shared",
-                           "-fPIC", "-o", str(out), str(kernels.SOURCE)], capture_output=True)
+    proc = kernels.compile_library(kernels._compiler(), [*kernels.FLAG_SETS[0], "-DHWSIM_VEC8"],
+                                   out)
     if proc.returncode:
         pytest.skip("the 8-wide build needs the native flags")
     return kernels.load(out)

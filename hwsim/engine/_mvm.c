@@ -429,10 +429,7 @@ static void row_setup(const mvm_args *restrict a, key_cache *kc, int64_t img, in
     }
     *nonzero |= any;
     for (int64_t ox = 0; ox < a->wo; ox++)
-        kc->gain[ox] = 1.0f / (kc->scale[ox] * a->red_step);
-    if (a->tie_fix)
-        for (int64_t ox = 0; ox < a->wo; ox++)
-            kc->gain[ox] = dac_gain(a, kc->scale[ox]);
+        kc->gain[ox] = dac_gain(a, kc->scale[ox]);
 }
 
 /* dst[0:len] = DAC(src[0:len] * inv) */
@@ -556,6 +553,7 @@ int hwsim_mvm(const mvm_args *restrict a) {
     const int64_t rows = a->n * a->ho * a->wo, panels = (rows + PANEL - 1) / PANEL;
     const int64_t k = a->k, kpad = (k + 15) / 16 * 16, npad = a->npad;
     const int noisy = a->out_noise > 0.0f;
+    const float plain_gain = dac_gain(a, 1.0f); /* the DAC gain without noise management */
     int clipped = 0, nonzero = 0;
     volatile int stop = 0;
 #pragma omp parallel reduction(| : clipped, nonzero)
@@ -573,7 +571,6 @@ int hwsim_mvm(const mvm_args *restrict a) {
                 continue;
             const int64_t r0 = p * PANEL, nr = rows - r0 < PANEL ? rows - r0 : PANEL;
             pos_t pos = row_pos(a, r0);
-            const float plain_gain = dac_gain(a, 1.0f);
             for (int64_t r = 0; r < nr; r++, next_pos(a, &pos)) {
                 if (a->nm && (pos.img != kc.img || pos.oy != kc.oy))
                     row_setup(a, &kc, pos.img, pos.oy, &nonzero);

@@ -79,6 +79,12 @@ def _compiler() -> str | None:
     return None
 
 
+def compile_library(cc: str, flags: list[str], out: Path) -> subprocess.CompletedProcess:
+    """Compile ``_mvm.c`` with ``flags`` into the shared library ``out``."""
+    return subprocess.run([cc, *flags, "-std=gnu11", "-shared", "-fPIC", "-o", str(out),
+                           str(SOURCE)], capture_output=True, text=True)
+
+
 def _build(cc: str) -> Path:
     """Compile ``_mvm.c`` into the cache (if not there yet); return the library's path."""
     source = SOURCE.read_bytes()
@@ -94,8 +100,7 @@ def _build(cc: str) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             out = Path(tmp) / target.name
-            proc = subprocess.run([cc, *flags, "-std=gnu11", "-shared", "-fPIC", "-o", str(out),
-                                   str(SOURCE)], capture_output=True, text=True)
+            proc = compile_library(cc, flags, out)
             if proc.returncode == 0:
                 os.replace(out, target)  # atomic: concurrent builders race harmlessly
                 return target
