@@ -49,7 +49,7 @@ def reference(x, channels, kernel, stride, padding, w, scale, bias, kio, reducti
 
 
 def run(x, channels, kernel, stride, padding, w, scale, bias, kio, reduction=1.0, seed=1,
-        noise=None, redo=False):
+        noise=None, redo=False, post=None):
     tile = kernels.pack_tile(w, scale * (kio.out_step or 1.0), bias)
     xn = x.permute(0, 2, 3, 1).contiguous()
     n, _, h, wd = x.shape
@@ -59,7 +59,8 @@ def run(x, channels, kernel, stride, padding, w, scale, bias, kio, reduction=1.0
     if noise is not None:
         noise = torch.full(out.shape, noise)
     clipped, nonzero = kernels.mvm(xn, channels, kernel, stride, padding, tile, kio,
-                                   reduction, out, seed, redo_if_clipped=redo, noise=noise)
+                                   reduction, out, seed, redo_if_clipped=redo, noise=noise,
+                                   post=post)
     return out, clipped, nonzero
 
 
@@ -247,3 +248,77 @@ def test_vector_widths_give_the_same_bits(eight_wide, monkeypatch):
             lib.hwsim_normals(z.data_ptr(), first, n, 12345)
             got.append(z.view(torch.int32))
         assert torch.equal(*got), (first, n)
+
+
+def _random_bn(rng, c: int) -> torch.nn.BatchNorm2d:
+    gen = torch.Generator().manual_seed(rng.getrandbits(32))
+    bn = torch.nn.BatchNorm2d(c, affine=rng.random() < 0.8).eval()
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(c, generator=gen) * rng.choice([0.01, 1.0, 30.0]))
+        bn.running_var.copy_(torch.rand(c, generator=gen) ** 4 * rng.choice([1e-6, 1.0, 100.0]))
+        if bn.affine:
+            bn.weight.copy_(torch.randn(c, generator=gen))
+            bn.bias.copy_(torch.randn(c, generator=gen))
+    bn.eps = rng.choice([1e-5, 1e-3, 0.1])
+    return bn
+
+
+def test_absorbed_bn_is_torchs_bn_of_the_output(eight_wide, monkeypatch):
+    """With ``post`` (an absorbed eval-mode BN) the kernel writes torch's BatchNorm2d of the
+    outputs it writes without, bit for bit, at both vector widths: generated calls (geometry,
+    columns, every IO setting, bound-management passes) and BN statistics (tiny and large
+    variances, eps, with and without affine)."""
+    import random
+
+    native = kernels.library()
+    rng = random.Random(1)
+    for case in range(80):
+        problem = _random_problem(rng)
+        x, (_, _), kernel, stride, padding, wt = problem[:6]
+        n, _, h, w = x.shape
+        ho = (h + 2 * padding[0] - kernel[0]) // stride[0] + 1
+        wo = (w + 2 * padding[1] - kernel[1]) // stride[1] + 1
+        n_out = wt.shape[1]
+        bn = _random_bn(rng, n_out)
+        post = kernels.bn_affine(bn, -(-n_out // kernels.COLS) * kernels.COLS)
+        for lib in (native, eight_wide):
+            monkeypatch.setattr(kernels, "library", lambda lib=lib: lib)
+            plain, *flags = run(*problem[:-1], seed=problem[-1])
+            ref = bn(plain.view(n, ho, wo, n_out).permute(0, 3, 1, 2))  # channels-last memory
+            got, *flags_post = run(*problem[:-1], seed=problem[-1], post=post)
+            assert flags == flags_post, case
+            assert torch.equal(got.view(n, ho, wo, n_out).permute(0, 3, 1, 2).view(torch.int32),
+                               ref.view(torch.int32)), case
+
+
+@pytest.mark.parametrize("c", [1, 3, 15, 16, 17, 31, 33, 64, 70])
+@pytest.mark.parametrize("hw", [(1, 1), (3, 5), (8, 8)])
+def test_affine_is_torchs_eval_batchnorm(c, hw):
+    """The BN affine the kernel applies, on channel-last maps of every shape class (vector
+    tails, 1x1 maps, which torch normalises with its contiguous kernel)."""
+    import random
+
+    rng = random.Random(c * 100 + hw[0])
+    bn = _random_bn(rng, c)
+    x = torch.randn(4, *hw, c) * 3
+    with torch.no_grad():
+        ref = bn(x.permute(0, 3, 1, 2))
+    scale, shift = kernels.bn_affine(bn, c)
+    assert torch.equal(kernels.affine(x, scale, shift).permute(0, 3, 1, 2), ref)
+
+
+def test_the_bn_check_fails_where_torch_rounds_twice(monkeypatch):
+    """kernels.bn_matches_torch guards the absorption: a torch whose BN rounds the product and
+    the sum separately (a build without FMA) fails it."""
+    def two_roundings(x, mean, var, weight=None, bias=None, training=False, momentum=0.1,
+                      eps=1e-5):
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        scale = torch.rsqrt(var + eps) * (1 if weight is None else weight)
+        shift = (0 if bias is None else bias) - mean * scale
+        return x * scale.view(shape) + shift.view(shape)
+
+    monkeypatch.setattr(kernels, "_bn_exact", None)
+    assert kernels.bn_matches_torch()
+    monkeypatch.setattr(kernels, "_bn_exact", None)
+    monkeypatch.setattr(F, "batch_norm", two_roundings)
+    assert not kernels.bn_matches_torch()

@@ -147,24 +147,23 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
-@torch.no_grad()
-def fold_batchnorm(model: nn.Module) -> Folding:
-    """A copy of ``model`` (eval mode) with every foldable BN folded, and what was folded.
+def _bn_analysis(model: nn.Module) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The BN layers of ``model`` in module order: ``(bn, layer it may be folded into)`` for
+    those whose input is a conv/linear used by nothing else, ``(bn, why not)`` for the rest.
 
     Raises:
         ConfigError: the model cannot be traced (see :func:`trace`).
     """
-    model = copy.deepcopy(model).eval()
     bns = [n for n, m in model.named_modules() if isinstance(m, _BatchNorm)]
     if not bns:
-        return Folding(model)
+        return [], []
     graph = trace(model)
     modules = dict(model.named_modules())
     calls: dict[str, int] = {}
     for node in graph.nodes:
         if node.op == "call_module":
             calls[node.target] = calls.get(node.target, 0) + 1
-    folded, kept = [], []
+    pairs, kept = [], []
     seen = set()
     for node in graph.nodes:
         if node.op != "call_module" or not isinstance(modules[node.target], _BatchNorm):
@@ -175,17 +174,40 @@ def fold_batchnorm(model: nn.Module) -> Folding:
         target, why = _fold_reason(node, modules, calls)
         if target is None:
             kept.append((node.target, why))
-            continue
-        layer, bn = modules[target], modules[node.target]
+        else:
+            pairs.append((node.target, target))
+    kept += [(n, "not used by the forward pass") for n in bns if n not in seen]
+    order = {n: i for i, n in enumerate(bns)}
+    return sorted(pairs, key=lambda p: order[p[0]]), sorted(kept, key=lambda p: order[p[0]])
+
+
+def bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """``(bn, conv/linear)`` for every BN of ``model`` whose input is that layer's output and
+    nothing else uses it (what :func:`fold_batchnorm` folds; the fast engine's convs absorb
+    the same BNs at run time).
+
+    Raises:
+        ConfigError: the model cannot be traced (see :func:`trace`).
+    """
+    return _bn_analysis(model)[0]
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> Folding:
+    """A copy of ``model`` (eval mode) with every foldable BN folded, and what was folded.
+
+    Raises:
+        ConfigError: the model cannot be traced (see :func:`trace`).
+    """
+    model = copy.deepcopy(model).eval()
+    pairs, kept = _bn_analysis(model)
+    for bn_name, target in pairs:
+        layer, bn = model.get_submodule(target), model.get_submodule(bn_name)
         fused = (fuse_linear_bn_eval(layer, bn) if isinstance(layer, nn.Linear)
                  else fuse_conv_bn_eval(layer, bn, transpose=isinstance(layer, _ConvTransposeNd)))
         _set(model, target, fused)
-        _set(model, node.target, nn.Identity())
-        folded.append((node.target, target))
-    kept += [(n, "not used by the forward pass") for n in bns if n not in seen]
-    order = {n: i for i, n in enumerate(bns)}
-    return Folding(model, tuple(sorted(folded, key=lambda p: order[p[0]])),
-                   tuple(sorted(kept, key=lambda p: order[p[0]])))
+        _set(model, bn_name, nn.Identity())
+    return Folding(model, tuple(pairs), tuple(kept))
 
 
 def fold_bn(model: nn.Module) -> nn.Module:

@@ -5,7 +5,8 @@
  * patches, takes each row's noise-management scale (abs-max / max / none) on the way,
  * quantises the rows to DAC levels, multiplies them by the tile weights (already scaled to
  * ADC-level units), adds Gaussian output noise, rounds to ADC levels, checks and applies the
- * output bound, rescales and adds the bias: all in cache. The unfolded, quantised input is
+ * output bound, rescales and adds the bias (and, where the layer's eval-mode BatchNorm is
+ * absorbed, applies its per-channel affine as torch's BN kernel does): all in cache. The unfolded, quantised input is
  * never written to memory, which is what makes the IO-managed conv cost about two digital
  * convs instead of ten.
  *
@@ -84,6 +85,9 @@ typedef struct {
     float out_lim;        /* the output bound in ADC levels */
     uint64_t seed;
     const float *noise_in; /* (rows, nout) normals to use instead of drawing them, or NULL */
+    /* an absorbed eval-mode BatchNorm: y = fma(y, post_scale, post_shift) per column after
+       the bias (torch's BN on the output, same bits); NULL: none */
+    const float *post_scale, *post_shift; /* (npad,) */
 } mvm_args;
 
 /* ---- vector helpers -------------------------------------------------------------------- */
@@ -121,6 +125,19 @@ static inline vf vsqrt(vf x) {
     for (int i = 0; i < VEC; i++)
         x[i] = __builtin_sqrtf(x[i]);
     return x;
+#endif
+}
+
+/* a * b + c rounded once, lane by lane (what torch's vectorised BN computes) */
+static inline vf vfma(vf a, vf b, vf c) {
+#if VEC == 16
+    return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif defined(__FMA__)
+    return __builtin_ia32_vfmaddps256(a, b, c);
+#else
+    for (int i = 0; i < VEC; i++)
+        a[i] = __builtin_fmaf(a[i], b[i], c[i]);
+    return a;
 #endif
 }
 
@@ -530,6 +547,10 @@ static inline int finish(const mvm_args *restrict a, const vf acc[CV], const flo
         clip |= (phys > a->out_bound) | (phys < -a->out_bound);
         z = vclamp(z, a->out_lim);
         out[h] = vload(a->bias + c0 + h * VEC) + z * (scale * vload(a->col_scale + c0 + h * VEC));
+        if (a->post_scale) {
+            out[h] = vfma(out[h], vload(a->post_scale + c0 + h * VEC),
+                          vload(a->post_shift + c0 + h * VEC));
+        }
     }
     const int64_t nc = a->nout - c0;
     if (nc >= COLS) {
@@ -610,6 +631,31 @@ int hwsim_mvm(const mvm_args *restrict a) {
         cache_free(&kc);
     }
     return clipped | ((nonzero || !a->nm) << 1);
+}
+
+/* An eval-mode BatchNorm as one affine per channel, computed as torch's CPU kernel computes
+   it (batch_norm_cpu_collect_linear_and_constant_terms): alpha = 1 / sqrt(var + eps) * weight,
+   beta = bias - mean * alpha (one rounding); weight / bias NULL: 1 / 0. */
+void hwsim_bn_affine(int64_t n, const float *mean, const float *var, const float *weight,
+                     const float *bias, float eps, float *alpha, float *beta) {
+    for (int64_t i = 0; i < n; i++) {
+        const float invstd = 1.0f / __builtin_sqrtf(var[i] + eps);
+        alpha[i] = invstd * (weight ? weight[i] : 1.0f);
+        beta[i] = __builtin_fmaf(-mean[i], alpha[i], bias ? bias[i] : 0.0f);
+    }
+}
+
+/* y = fma(x, alpha, beta) over rows of c channels (rows, c contiguous), with the kernel's
+   own vector arithmetic: what an absorbed BN computes, for comparing it with torch's */
+void hwsim_affine(const float *x, int64_t rows, int64_t c, const float *alpha,
+                  const float *beta, float *y) {
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t j = 0;
+        for (; j + VEC <= c; j += VEC)
+            vstore(y + r * c + j, vfma(vload(x + r * c + j), vload(alpha + j), vload(beta + j)));
+        for (; j < c; j++)
+            y[r * c + j] = __builtin_fmaf(x[r * c + j], alpha[j], beta[j]);
+    }
 }
 
 /* normals first .. first + n - 1 of the seed's stream (multiples of 32), for tests */

@@ -41,6 +41,17 @@ from where the work is done:
 
 The two paths compute the same arithmetic with the same noise distribution, from different
 random streams.
+
+A conv whose output goes to an eval-mode ``BatchNorm2d`` alone (read from the model's graph,
+:func:`hwsim.analog.bn.bn_pairs`) may *absorb* it: :func:`absorb_batchnorms` links the two,
+and on the fused kernel the conv applies the BN's per-channel affine to each output as it
+writes it, computed as torch's CPU BN kernel computes it, so the result is torch's BN of the
+conv's output bit for bit (:func:`hwsim.engine.kernels.bn_matches_torch` checks that once
+per process; where it fails nothing is absorbed). The BN module stays where it was, with its
+statistics: it passes the conv's already normalised output through. Nothing is absorbed in
+training mode (BN recalibration), when either module has hooks (``hwsim diagnose`` records
+BN inputs and layer outputs with hooks), or off the fused kernel: then the BN runs as usual.
+It saves the BN's own pass over the feature map (about a seventh of ResNet-20's PCM forward).
 """
 
 from __future__ import annotations
@@ -105,6 +116,63 @@ class _Group:
             self.tiles.append((t.out_start, t.out_end, wt, scale.clone()))
 
 
+def _hooked(module: nn.Module) -> bool:
+    """Whether a forward (pre-)hook would see ``module``'s input or output."""
+    from torch.nn.modules import module as m
+    return bool(module._forward_hooks or module._forward_pre_hooks
+                or m._global_forward_hooks or m._global_forward_pre_hooks)
+
+
+class AbsorbableBatchNorm2d(nn.BatchNorm2d):
+    """A ``BatchNorm2d`` whose eval-mode affine its conv may apply (:func:`absorb_batchnorms`):
+    given the very tensor the conv returned after absorbing it, it returns that tensor; any
+    other input is normalised as usual. The class of the fast engine's copy of the BN only:
+    parameters, buffers and ``state_dict`` are the BN's own."""
+
+    _absorbed: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        done, self._absorbed = self._absorbed, None
+        if done is not None and x is done:
+            return x
+        return super().forward(x)
+
+
+# Whether fast convs absorb the BN they feed (False: every BN runs as torch's own layer; the
+# tests compare the two)
+ABSORB_BN = True
+
+
+def _absorb_target(bn: nn.BatchNorm2d) -> bool:
+    """Whether the conv before ``bn`` may apply it now (eval mode, running statistics,
+    float32 on the CPU, no hooks, and the kernel reproduces torch's BN here)."""
+    return (ABSORB_BN and not bn.training and bn.running_mean is not None and bn.running_var is not None
+            and bn.running_mean.dtype == torch.float32 and bn.running_mean.device.type == "cpu"
+            and not _hooked(bn) and kernels.bn_matches_torch())
+
+
+def absorb_batchnorms(model: nn.Module, digital: nn.Module, layer_types: tuple[type, ...]
+                      ) -> int:
+    """Link each ``BatchNorm2d`` of ``model`` that only a layer of ``layer_types`` (a fast or
+    stacked conv) feeds to that layer, and make it an :class:`AbsorbableBatchNorm2d`; returns
+    how many. Which layer feeds which BN is read from the graph of ``digital``, the model
+    ``model`` was built from (same module names); one that cannot be traced absorbs none."""
+    from hwsim.analog.bn import bn_pairs
+    from hwsim.errors import ConfigError
+    try:
+        pairs = bn_pairs(digital)
+    except ConfigError:
+        return 0
+    n = 0
+    for bn_name, layer_name in pairs:
+        bn, layer = model.get_submodule(bn_name), model.get_submodule(layer_name)
+        if type(bn) in (nn.BatchNorm2d, AbsorbableBatchNorm2d) and isinstance(layer, layer_types):
+            bn.__class__ = AbsorbableBatchNorm2d
+            layer._bn = (bn,)  # a tuple: not registered as the layer's submodule
+            n += 1
+    return n
+
+
 class _FastAnalogLayer(nn.Module):
     """Shared machinery of the fast conv and linear layers."""
 
@@ -132,6 +200,9 @@ class _FastAnalogLayer(nn.Module):
         self.bias = state.bias
         self._packed = None  # the tiles laid out for the fused kernel, on first use
 
+    def _npad(self) -> int:
+        return -(-self.out_size // kernels.COLS) * kernels.COLS
+
     def _apply(self, fn, recurse=True):  # keep the groups' tensors on the module's device
         super()._apply(fn, recurse)
         self._packed = None
@@ -156,12 +227,18 @@ class _FastAnalogLayer(nn.Module):
                                                             device=device)
         return out if single else out.zero_()
 
+    def _single(self) -> bool:
+        return len(self.groups) == 1 and len(self.groups[0].tiles) == 1
+
     def _run_kernel(self, x: torch.Tensor, channels, kernel, stride, padding,
-                    n_rows: int, out: torch.Tensor | None = None) -> torch.Tensor:
+                    n_rows: int, out: torch.Tensor | None = None,
+                    post: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """:meth:`_run` on the fused kernel: ``x`` is (N, H, W, C) contiguous, ``channels``
-        gives each group's input channels; returns (n_rows, out_size) (``out`` if given)."""
+        gives each group's input channels; returns (n_rows, out_size) (``out`` if given).
+        ``post``: an absorbed BN's affine (:func:`kernels.bn_affine`), for a single tile."""
         io = self.io
-        single = len(self.groups) == 1 and len(self.groups[0].tiles) == 1
+        single = self._single()
+        assert post is None or single
         if self._packed is None:
             ostep = io.out_step or 1.0
             self._packed = [[kernels.pack_tile(w, ostep * s.expand(o1 - o0),
@@ -181,7 +258,7 @@ class _FastAnalogLayer(nn.Module):
                         standard_normal((n_rows, width), x.device)
                     clipped, nonzero = kernels.mvm(
                         x, c, kernel, stride, padding, tile, io.kernel, reduction, y,
-                        kernels.draw_seed(), redo_if_clipped=not last, noise=noise)
+                        kernels.draw_seed(), redo_if_clipped=not last, noise=noise, post=post)
                     return clipped and nonzero
 
                 io.bound_managed(attempt)
@@ -195,6 +272,8 @@ class _FastAnalogLayer(nn.Module):
                     out[:, o0:o1] += y
         if self.bias is not None and not bias_added:
             out += self.bias
+        if post is not None and not bias_added:  # the kernel did not write the outputs
+            out.copy_(kernels.affine(out, post[0][:self.out_size], post[1][:self.out_size]))
         return out
 
     def _run(self, n_rows: int, n_chunks: int, chunk_rows, group_rows, group_nm,
@@ -338,18 +417,46 @@ class FastAnalogConv2d(_FastAnalogLayer):
         # a signed max (or a patch that may lie in the padding alone) sees the padding zeros
         return F.max_pool2d(F.pad(cmap, (pw, pw, ph, ph)), self.kernel, self.stride)
 
-    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """``out``: an optional (N * Ho * Wo, out_channels) buffer for the NHWC result."""
+    _bn: tuple[AbsorbableBatchNorm2d] | tuple[()] = ()  # the BN it may absorb
+
+    def fused(self, x: torch.Tensor) -> bool:
+        """Whether the fused kernel computes this conv on ``x``."""
+        return self._kernel_ready(x) and all(g.channels is not None for g in self.groups)
+
+    def takes_post(self, x: torch.Tensor) -> bool:
+        """Whether a call on ``x`` can apply a BN's affine in its kernel (one tile, the fused
+        kernel, no hook that would see the conv's own output)."""
+        return not _hooked(self) and self._single() and self.fused(x)
+
+    def absorbable(self, x: torch.Tensor) -> AbsorbableBatchNorm2d | None:
+        """The BN this call on ``x`` may apply in its kernel (:func:`absorb_batchnorms`)."""
+        if not self._bn or not self.takes_post(x):
+            return None
+        return self._bn[0] if _absorb_target(self._bn[0]) else None
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None,
+                post: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``out``: an optional (N * Ho * Wo, out_channels) buffer for the NHWC result;
+        ``post``: the affine of a BN a caller absorbs (see :meth:`absorbable`)."""
         n, c, h, w_ = x.shape
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
         ho, wo = (h + 2 * ph - kh) // sh + 1, (w_ + 2 * pw - kw) // sw + 1
         per_image = ho * wo
-        if self._kernel_ready(x) and all(g.channels is not None for g in self.groups):
+        bn = None
+        if out is None and post is None:  # called by the model: absorb its BN if it may
+            bn = self.absorbable(x)
+            if bn is not None:
+                post = kernels.bn_affine(bn, self._npad())
+        if self.fused(x):
             # the fused kernel gathers each patch from the NHWC input itself
             out = self._run_kernel(x.permute(0, 2, 3, 1).contiguous(),
                                    [g.channels for g in self.groups], self.kernel,
-                                   self.stride, self.padding, n * per_image, out)
-            return out.view(n, ho, wo, self.out_channels).permute(0, 3, 1, 2)
+                                   self.stride, self.padding, n * per_image, out, post)
+            y = out.view(n, ho, wo, self.out_channels).permute(0, 3, 1, 2)
+            if bn is not None:
+                bn._absorbed = y
+            return y
+        assert post is None
         hp, wp = h + 2 * ph, w_ + 2 * pw
         if ph or pw:  # zero-padded NHWC copy (a plain copy when x is channels-last)
             xp = x.new_zeros(n, hp, wp, c)

@@ -24,7 +24,7 @@ from torch import nn
 from hwsim.analog.presets import DevicePreset
 from hwsim.engine import chips
 from hwsim.engine.aihwkit_engine import AihwkitEngine
-from hwsim.engine.fast import FastAnalogConv2d, FastAnalogLinear
+from hwsim.engine.fast import FastAnalogConv2d, FastAnalogLinear, absorb_batchnorms
 from hwsim.engine.fast_io import _IO
 from hwsim.engine.stacked import ChipSnapshot, StackedModel
 from hwsim.engine.tiles import LayerState, TileState, read_layers, tile_layout
@@ -184,6 +184,8 @@ class FastEngine(AihwkitEngine):
             else:
                 setattr(parent, child, fast)
             modules[name] = fast
+        if fresh and self.io is not None:
+            absorb_batchnorms(model, self.digital, (FastAnalogConv2d,))
         if fresh or not on_cpu:
             model.to(self.device)
         if fresh or model.training:

@@ -53,7 +53,8 @@ class MvmArgs(ctypes.Structure):
         + [(n, ctypes.c_float) for n in
            ("reduction", "red_step", "inp_step", "inp_lim", "out_noise", "out_step",
             "out_bound", "out_lim")]
-        + [("seed", ctypes.c_uint64), ("noise_in", ctypes.c_void_p)]
+        + [("seed", ctypes.c_uint64), ("noise_in", ctypes.c_void_p),
+           ("post_scale", ctypes.c_void_p), ("post_shift", ctypes.c_void_p)]
     )
 
 
@@ -116,6 +117,12 @@ def load(path: Path) -> ctypes.CDLL:
     lib.hwsim_normals.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
                                   ctypes.c_uint64]
     lib.hwsim_normals.restype = None
+    lib.hwsim_bn_affine.argtypes = [ctypes.c_int64] + [ctypes.c_void_p] * 4 + [
+        ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p]
+    lib.hwsim_bn_affine.restype = None
+    lib.hwsim_affine.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                                 ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    lib.hwsim_affine.restype = None
     return lib
 
 
@@ -188,6 +195,63 @@ def pack_tile(weight: torch.Tensor, col_scale: torch.Tensor,
     return PackedTile(w, cs, b, n_out)
 
 
+def bn_affine(bn: torch.nn.modules.batchnorm._BatchNorm, npad: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """An eval-mode BN's per-channel ``(scale, shift)``, as torch's CPU BN kernel computes
+    them (``1 / sqrt(var + eps) * weight`` and ``bias - mean * scale`` rounded once), padded
+    with zeros to ``npad`` channels: what :func:`mvm` applies to its outputs as ``post``."""
+    n = bn.num_features
+    scale, shift = torch.zeros(npad), torch.zeros(npad)
+    mean, var = bn.running_mean.contiguous(), bn.running_var.contiguous()
+    weight = None if bn.weight is None else bn.weight.detach().contiguous()
+    bias = None if bn.bias is None else bn.bias.detach().contiguous()
+    library().hwsim_bn_affine(n, mean.data_ptr(), var.data_ptr(),
+                              None if weight is None else weight.data_ptr(),
+                              None if bias is None else bias.data_ptr(), bn.eps,
+                              scale.data_ptr(), shift.data_ptr())
+    return scale, shift
+
+
+def affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``x * scale + shift`` rounded once, per channel of the last dim of the contiguous
+    float32 ``x``, as the kernel applies an absorbed BN (a new tensor)."""
+    rows, c = x.numel() // x.shape[-1], x.shape[-1]
+    y = torch.empty_like(x)
+    library().hwsim_affine(x.data_ptr(), rows, c, scale.data_ptr(), shift.data_ptr(),
+                           y.data_ptr())
+    return y
+
+
+_bn_exact: bool | None = None
+
+
+def bn_matches_torch() -> bool:
+    """Whether the kernel's BN affine gives torch's eval-mode BatchNorm2d bit for bit on this
+    machine and torch build (checked once per process on random channel-last and 1x1 maps of
+    several widths): only then does the fast engine absorb a BN into its conv's kernel. A torch
+    whose CPU kernels round the affine in two steps (no FMA) fails the check, and BN stays
+    torch's own layer."""
+    global _bn_exact
+    if _bn_exact is None:
+        gen = torch.Generator().manual_seed(12345)  # not torch's global stream
+        ok = available()
+        for c, hw in ((3, 7), (16, 5), (19, 3), (64, 1), (10, 1)):
+            if not ok:
+                break
+            bn = torch.nn.BatchNorm2d(c).eval()
+            with torch.no_grad():
+                bn.running_mean.copy_(torch.randn(c, generator=gen) * 3)
+                bn.running_var.copy_(torch.rand(c, generator=gen) ** 4 * 10)
+                bn.weight.copy_(torch.randn(c, generator=gen))
+                bn.bias.copy_(torch.randn(c, generator=gen))
+                nhwc = torch.randn(5, hw, hw + 2, c, generator=gen) * 4
+                ref = bn(nhwc.permute(0, 3, 1, 2))  # channels-last memory, as the conv's
+                scale, shift = bn_affine(bn, c)
+                ok = torch.equal(affine(nhwc, scale, shift).permute(0, 3, 1, 2), ref)
+        _bn_exact = ok
+    return _bn_exact
+
+
 def draw_seed() -> int:
     """A 63-bit kernel seed from torch's global generator: seeded runs stay reproducible."""
     return int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64))
@@ -196,7 +260,8 @@ def draw_seed() -> int:
 def mvm(x: torch.Tensor, channels: tuple[int, int], kernel: tuple[int, int],
         stride: tuple[int, int], padding: tuple[int, int], tile: PackedTile, io: KernelIO,
         reduction: float, out: torch.Tensor, seed: int, *, redo_if_clipped: bool = False,
-        noise: torch.Tensor | None = None) -> tuple[bool, bool]:
+        noise: torch.Tensor | None = None,
+        post: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[bool, bool]:
     """One pass of the IO-managed MVM of ``tile`` over every patch of ``x``.
 
     Args:
@@ -210,6 +275,8 @@ def mvm(x: torch.Tensor, channels: tuple[int, int], kernel: tuple[int, int],
             kernel may stop as soon as one does (``out`` is then incomplete).
         noise: (rows, n_out) standard normals to add instead of the kernel's own draws (for
             validation with a fixed noise), or None.
+        post: an absorbed eval-mode BN, ``(scale, shift)`` of :func:`bn_affine` (npad,): each
+            output becomes ``fma(output, scale, shift)``, torch's BN of it; or None.
 
     Returns:
         (clipped, nonzero): whether an output hit the ADC bound; whether any input row had
@@ -223,7 +290,8 @@ def mvm(x: torch.Tensor, channels: tuple[int, int], kernel: tuple[int, int],
             or tile.weight.shape[0] != k or out.shape != (n * ho * wo, tile.n_out)
             or out.stride(1) != 1 or out.dtype != torch.float32
             or (noise is not None and (noise.shape != out.shape or not noise.is_contiguous()
-                                       or noise.dtype != torch.float32))):
+                                       or noise.dtype != torch.float32))
+            or (post is not None and any(p.shape != tile.bias.shape for p in post))):
         raise ValueError("kernels.mvm: bad shapes, layout or dtype")
     inp_step, out_step = io.inp_step or 1.0, io.out_step or 1.0
     # a row's (abs-)max element lands on 1 / (reduction x step) levels: a tie when that is a
@@ -242,7 +310,9 @@ def mvm(x: torch.Tensor, channels: tuple[int, int], kernel: tuple[int, int],
         red_step=reduction * inp_step, inp_step=inp_step, inp_lim=io.inp_bound / inp_step,
         out_noise=io.out_noise / out_step, out_step=out_step, out_bound=io.out_bound,
         out_lim=io.out_bound / out_step, seed=seed & (2**64 - 1),
-        noise_in=None if noise is None else noise.data_ptr())
+        noise_in=None if noise is None else noise.data_ptr(),
+        post_scale=None if post is None else post[0].data_ptr(),
+        post_shift=None if post is None else post[1].data_ptr())
     flags = library().hwsim_mvm(ctypes.byref(args))
     return bool(flags & 1), bool(flags & 2)
 

@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwsim.engine.fast import FastAnalogConv2d, FastAnalogLinear
+from hwsim.engine import kernels
+from hwsim.engine.fast import (FastAnalogConv2d, FastAnalogLinear, _absorb_target, _hooked,
+                               absorb_batchnorms)
 from hwsim.engine.tiles import LayerState
 
 
@@ -75,7 +77,10 @@ class _PerfectLayer(nn.Module):
 
 
 class StackedLayer(nn.Module):
-    """One analog layer of K chips: chip k's layer on the k-th of K equal row blocks."""
+    """One analog layer of K chips: chip k's layer on the k-th of K equal row blocks (a conv
+    may absorb the BN it feeds, as a fast conv does: :func:`~hwsim.engine.fast.absorb_batchnorms`)."""
+
+    _bn: tuple[nn.Module] | tuple[()] = ()
 
     def __init__(self, source: nn.Module, stack: _Stack):
         super().__init__()
@@ -120,16 +125,27 @@ class StackedLayer(nn.Module):
             rows = x[:n].reshape(-1, x.shape[-1]).shape[0]
         width = self.source.out_channels if self.conv else self.source.out_features
         out = x.new_empty(len(parts) * rows, width)
+        bn = post = None
+        if (self._bn and not _hooked(self) and _absorb_target(self._bn[0])
+                and all(layer.takes_post(part) for layer, part in zip(self.chips, parts))):
+            bn = self._bn[0]
+            post = kernels.bn_affine(bn, self.chips[0]._npad())
         for k, (layer, part) in enumerate(zip(self.chips, parts)):
             torch.set_rng_state(rng[k])
             if rng_cuda:
                 torch.cuda.set_rng_state(rng_cuda[k], x.device)
-            layer(part, out=out[k * rows:(k + 1) * rows])
+            if post is None:
+                layer(part, out=out[k * rows:(k + 1) * rows])
+            else:
+                layer(part, out=out[k * rows:(k + 1) * rows], post=post)
             rng[k] = torch.get_rng_state()
             if rng_cuda:
                 rng_cuda[k] = torch.cuda.get_rng_state(x.device)
         if self.conv:  # an NCHW view of NHWC memory, as the fast conv returns
-            return out.view(len(x), ho, wo, width).permute(0, 3, 1, 2)
+            y = out.view(len(x), ho, wo, width).permute(0, 3, 1, 2)
+            if bn is not None:
+                bn._absorbed = y
+            return y
         return out.view(*x.shape[:-1], width)
 
 
@@ -161,6 +177,8 @@ class StackedModel(nn.Module):
             else:
                 setattr(parent, child, layer)
             self.layers[name] = layer
+        if io is not None:
+            absorb_batchnorms(self.net, digital, (StackedLayer,))
         self.net.to(device).eval()
         self.size = 0
 
