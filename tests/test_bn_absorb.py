@@ -131,9 +131,9 @@ def test_recalibration_and_hooks_see_the_unabsorbed_model(digits, monkeypatch):
         seen = {}
         bn_name, conv_name = "blocks.0.branch.1", "blocks.0.branch.3"
         handles = [model.get_submodule(bn_name).register_forward_pre_hook(
-                       lambda m, i: seen.__setitem__("bn_in", i[0].clone())),
+                       lambda m, i, seen=seen: seen.__setitem__("bn_in", i[0].clone())),
                    model.get_submodule(conv_name).register_forward_hook(
-                       lambda m, i, o: seen.__setitem__("conv_out", o.clone()))]
+                       lambda m, i, o, seen=seen: seen.__setitem__("conv_out", o.clone()))]
         hooked = _logits(model, x, 4)
         for h in handles:
             h.remove()

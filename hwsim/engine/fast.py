@@ -146,7 +146,8 @@ ABSORB_BN = True
 def _absorb_target(bn: nn.BatchNorm2d) -> bool:
     """Whether the conv before ``bn`` may apply it now (eval mode, running statistics,
     float32 on the CPU, no hooks, and the kernel reproduces torch's BN here)."""
-    return (ABSORB_BN and not bn.training and bn.running_mean is not None and bn.running_var is not None
+    return (ABSORB_BN and not bn.training
+            and bn.running_mean is not None and bn.running_var is not None
             and bn.running_mean.dtype == torch.float32 and bn.running_mean.device.type == "cpu"
             and not _hooked(bn) and kernels.bn_matches_torch())
 

@@ -26,8 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwsim.engine import kernels
-from hwsim.engine.fast import (FastAnalogConv2d, FastAnalogLinear, _absorb_target, _hooked,
-                               absorb_batchnorms)
+from hwsim.engine.fast import (
+    FastAnalogConv2d,
+    FastAnalogLinear,
+    _absorb_target,
+    _hooked,
+    absorb_batchnorms,
+)
 from hwsim.engine.tiles import LayerState
 
 
@@ -78,7 +83,8 @@ class _PerfectLayer(nn.Module):
 
 class StackedLayer(nn.Module):
     """One analog layer of K chips: chip k's layer on the k-th of K equal row blocks (a conv
-    may absorb the BN it feeds, as a fast conv does: :func:`~hwsim.engine.fast.absorb_batchnorms`)."""
+    may absorb the BN it feeds, as a fast conv does: see
+    :func:`~hwsim.engine.fast.absorb_batchnorms`)."""
 
     _bn: tuple[nn.Module] | tuple[()] = ()
 
