@@ -7,7 +7,12 @@ fast engine, for the presets pcm, pcm-weights-only and gaussian. Each configurat
 its own process, so its peak memory (max RSS) is its own. Warm-up batches are excluded.
 
     .venv/bin/python benchmarks/bench_engine.py [--batch 500] [--batches 3] [--torch-tile]
-        [--only fast:pcm ...] [--validate] [--json out.json]
+        [--only fast:pcm ...] [--allocator hwsim|default] [--validate] [--json out.json]
+
+By default each process keeps freed buffers for reuse, as the ``hwsim`` command does
+(:mod:`hwsim.util.memory`); ``--allocator default`` times glibc's defaults, under which every
+feature map above 32 MiB is mapped and faulted in afresh (on this project's virtual machines
+30-50% of a digital forward at batch 500).
 
 It also reports the fast engine's fused-kernel build: compiled once per machine into the
 cache (timed here in a fresh cache directory), then loaded from it by every later process.
@@ -47,6 +52,9 @@ def run_one(engine: str, preset: str, batch: int, batches: int) -> dict:
 
     import torch
 
+    from hwsim.util.memory import keep_freed_memory
+
+    keep_freed_memory()  # unless HWSIM_MALLOC=default (--allocator default)
     from hwsim.analog.presets import load_preset
     from hwsim.engine import create_engine
     from hwsim.models import create_model
@@ -143,6 +151,9 @@ def main() -> None:
                     help="also time aihwkit's torch tiles with pcm (about 13 s per batch)")
     ap.add_argument("--only", nargs="+", metavar="ENGINE:PRESET",
                     help="time only these rows (e.g. digital:- fast:pcm)")
+    ap.add_argument("--allocator", choices=("hwsim", "default"), default="hwsim",
+                    help="hwsim: freed buffers kept for reuse, as the hwsim command runs "
+                         "(hwsim.util.memory); default: glibc's own settings")
     ap.add_argument("--validate", action="store_true")
     ap.add_argument("--json", default=None)
     ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
@@ -160,16 +171,19 @@ def main() -> None:
     build = kernel_build()
     results = []
     for engine, preset in configs:
+        env = dict(os.environ, HWSIM_MALLOC="default" if args.allocator == "default" else "")
         proc = subprocess.run([sys.executable, __file__, "--batch", str(args.batch), "--batches",
                                str(args.batches), "--one", engine, preset],
-                              capture_output=True, text=True, check=True)
+                              capture_output=True, text=True, check=True, env=env)
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         r = results[-1]
         print(f"  measured {engine:<12} {preset:<17} {r['seconds_per_batch']:.3f} s",
               file=sys.stderr, flush=True)
     print(f"\nResNet-20 (BN, random weights), batch {args.batch} of 3x32x32, median of "
           f"{args.batches} timed batches after a warm-up; each row in its own process, its "
-          "digital forward timed in the same process, batch by batch in turn")
+          "digital forward timed in the same process, batch by batch in turn; allocator: "
+          + ("glibc's defaults" if args.allocator == "default"
+             else "freed buffers kept for reuse, as the hwsim command runs"))
     print(f"{'engine':<12} {'preset':<17} {'s/batch':>8} {'digital s':>10} {'x digital':>10} "
           f"{'x digital (CL)':>15} {'peak RSS MB':>12}")
     for r in results:

@@ -57,7 +57,11 @@ def run_stage(code: Path, study: str, checkpoints: Path, work: Path) -> tuple[fl
 
 
 def floor(study_name: str, checkpoints: Path) -> dict:
-    """The digital floor of the study's cells (seconds), with its parts."""
+    """The digital floor of the study's cells (seconds), with its parts (measured with the
+    allocator tuned as the ``hwsim`` command tunes it: :mod:`hwsim.util.memory`)."""
+    from hwsim.util.memory import keep_freed_memory
+
+    keep_freed_memory()
     import torch
 
     from hwsim.analog.recalibrate import calibration_sample, recalibrate_bn

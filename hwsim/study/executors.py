@@ -306,6 +306,9 @@ _WORKER_CACHE = UnitCache()  # one per worker process, kept between its tasks
 def _on_worker(run, unit, threads: int):
     import torch
 
+    from hwsim.util.memory import keep_freed_memory
+
+    keep_freed_memory()  # as the hwsim command does in its own process
     torch.set_num_threads(threads)
     try:
         return run()
