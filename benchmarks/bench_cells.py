@@ -40,8 +40,9 @@ def checkpoints(directory: str | None, data):
     from hwsim.training.config import TrainConfig
     from hwsim.training.loop import train
 
-    if directory:
-        return [load_checkpoint(p) for p in sorted(Path(directory).glob("*.pt"))]
+    if directory:  # the digits models among them (the test images are the digits')
+        found = [load_checkpoint(p) for p in sorted(Path(directory).glob("*.pt"))]
+        return [c for c in found if c.dataset == data.name]
     out = []
     for arch in ARCHS:
         result = train(TrainConfig(arch, True, "digits", epochs=3, batch_size=128, lr=0.05),
@@ -129,6 +130,8 @@ def main() -> None:
     for ckpt in checkpoints(args.checkpoints, data):
         for name in args.presets.split(","):
             for mode in args.bn_modes.split(","):
+                if mode != "keep" and not ckpt.bn:
+                    continue  # a BN-free model has nothing to fold or recalibrate
                 analog = to_analog(ckpt, load_preset(name), mode).checkpoint
                 digital = analog.build_model().eval()
                 preset = load_preset(name)
