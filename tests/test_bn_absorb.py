@@ -191,3 +191,21 @@ def test_a_conv_output_used_elsewhere_is_not_absorbed(monkeypatch):
     assert count.n == 1
     monkeypatch.setattr(fast, "ABSORB_BN", False)
     assert torch.equal(absorbed, _logits(model, x, 3))
+
+
+def test_a_bn_whose_conv_absorbed_it_refuses_another_tensor():
+    """Had the conv's absorbed output not reached its BN unchanged (something the graph did
+    not show), the BN would be applied twice or not at all: it raises instead."""
+    engine = create_engine("fast", _net("cnn"), make("pcm", {}), torch.device("cpu"))
+    engine.program(0)
+    conv, bn = engine.model[0], engine.model[1]
+    assert type(bn) is fast.AbsorbableBatchNorm2d
+    x = torch.rand(2, 1, 8, 8).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        y = conv(x)
+        with pytest.raises(RuntimeError, match="already applied it"):
+            bn(y.clone())
+        # then an unabsorbed call normalises as usual
+        assert torch.equal(bn(y), nn.BatchNorm2d.forward(bn, y))
+        z = conv(x)
+        assert bn(z) is z

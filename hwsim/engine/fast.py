@@ -126,16 +126,22 @@ def _hooked(module: nn.Module) -> bool:
 class AbsorbableBatchNorm2d(nn.BatchNorm2d):
     """A ``BatchNorm2d`` whose eval-mode affine its conv may apply (:func:`absorb_batchnorms`):
     given the very tensor the conv returned after absorbing it, it returns that tensor; any
-    other input is normalised as usual. The class of the fast engine's copy of the BN only:
+    input is normalised as usual when its conv did not absorb it (and refused when it did: the
+    BN would run twice). The class of the fast engine's copy of the BN only:
     parameters, buffers and ``state_dict`` are the BN's own."""
 
     _absorbed: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         done, self._absorbed = self._absorbed, None
-        if done is not None and x is done:
+        if done is None:
+            return super().forward(x)
+        if x is done:
             return x
-        return super().forward(x)
+        # the graph said the conv's output reaches this BN alone and unchanged: normalising
+        # something else now would apply the BN twice, so say so instead
+        raise RuntimeError("hwsim fast engine: a BatchNorm2d whose conv already applied it "
+                           "received another tensor; set hwsim.engine.fast.ABSORB_BN = False")
 
 
 # Whether fast convs absorb the BN they feed (False: every BN runs as torch's own layer; the
