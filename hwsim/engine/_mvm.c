@@ -6,9 +6,9 @@
  * quantises the rows to DAC levels, multiplies them by the tile weights (already scaled to
  * ADC-level units), adds Gaussian output noise, rounds to ADC levels, checks and applies the
  * output bound, rescales and adds the bias (and, where the layer's eval-mode BatchNorm is
- * absorbed, applies its per-channel affine as torch's BN kernel does): all in cache. The unfolded, quantised input is
- * never written to memory, which is what makes the IO-managed conv cost about two digital
- * convs instead of ten.
+ * absorbed, applies its per-channel affine as torch's BN kernel does): all in cache. The
+ * unfolded, quantised input is never written to memory, which is what makes the IO-managed
+ * conv cost about two digital convs instead of ten.
  *
  * Output noise: a counter-based generator (Philox4x32-10, keyed by a 64-bit seed that the
  * caller draws per launch) through Box-Muller. Normal number f of a launch is output

@@ -59,6 +59,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as _torch_module
 
 from hwsim.engine import kernels
 from hwsim.engine.fast_io import _IO, _input_may_exceed_bound, _step  # noqa: F401
@@ -118,9 +119,9 @@ class _Group:
 
 def _hooked(module: nn.Module) -> bool:
     """Whether a forward (pre-)hook would see ``module``'s input or output."""
-    from torch.nn.modules import module as m
     return bool(module._forward_hooks or module._forward_pre_hooks
-                or m._global_forward_hooks or m._global_forward_pre_hooks)
+                or _torch_module._global_forward_hooks
+                or _torch_module._global_forward_pre_hooks)
 
 
 class AbsorbableBatchNorm2d(nn.BatchNorm2d):
@@ -156,6 +157,15 @@ def _absorb_target(bn: nn.BatchNorm2d) -> bool:
             and bn.running_mean is not None and bn.running_var is not None
             and bn.running_mean.dtype == torch.float32 and bn.running_mean.device.type == "cpu"
             and not _hooked(bn) and kernels.bn_matches_torch())
+
+
+def absorbing(layer: nn.Module, takes_post) -> AbsorbableBatchNorm2d | None:
+    """The BN that ``layer`` (a fast or stacked conv linked by :func:`absorb_batchnorms`)
+    applies in this call, or None; ``takes_post()``: whether its kernel can apply one now
+    (asked only of a layer linked to a BN)."""
+    if not layer._bn or _hooked(layer) or not takes_post():
+        return None
+    return layer._bn[0] if _absorb_target(layer._bn[0]) else None
 
 
 def absorb_batchnorms(model: nn.Module, digital: nn.Module, layer_types: tuple[type, ...]
@@ -435,23 +445,17 @@ class FastAnalogConv2d(_FastAnalogLayer):
         kernel, no hook that would see the conv's own output)."""
         return not _hooked(self) and self._single() and self.fused(x)
 
-    def absorbable(self, x: torch.Tensor) -> AbsorbableBatchNorm2d | None:
-        """The BN this call on ``x`` may apply in its kernel (:func:`absorb_batchnorms`)."""
-        if not self._bn or not self.takes_post(x):
-            return None
-        return self._bn[0] if _absorb_target(self._bn[0]) else None
-
     def forward(self, x: torch.Tensor, out: torch.Tensor | None = None,
                 post: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """``out``: an optional (N * Ho * Wo, out_channels) buffer for the NHWC result;
-        ``post``: the affine of a BN a caller absorbs (see :meth:`absorbable`)."""
+        ``post``: the affine of a BN a caller absorbs (see :func:`absorbing`)."""
         n, c, h, w_ = x.shape
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
         ho, wo = (h + 2 * ph - kh) // sh + 1, (w_ + 2 * pw - kw) // sw + 1
         per_image = ho * wo
         bn = None
         if out is None and post is None:  # called by the model: absorb its BN if it may
-            bn = self.absorbable(x)
+            bn = absorbing(self, lambda: self.takes_post(x))
             if bn is not None:
                 post = kernels.bn_affine(bn, self._npad())
         if self.fused(x):

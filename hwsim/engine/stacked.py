@@ -26,13 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwsim.engine import kernels
-from hwsim.engine.fast import (
-    FastAnalogConv2d,
-    FastAnalogLinear,
-    _absorb_target,
-    _hooked,
-    absorb_batchnorms,
-)
+from hwsim.engine.fast import FastAnalogConv2d, FastAnalogLinear, absorb_batchnorms, absorbing
 from hwsim.engine.tiles import LayerState
 
 
@@ -131,11 +125,9 @@ class StackedLayer(nn.Module):
             rows = x[:n].reshape(-1, x.shape[-1]).shape[0]
         width = self.source.out_channels if self.conv else self.source.out_features
         out = x.new_empty(len(parts) * rows, width)
-        bn = post = None
-        if (self._bn and not _hooked(self) and _absorb_target(self._bn[0])
-                and all(layer.takes_post(part) for layer, part in zip(self.chips, parts))):
-            bn = self._bn[0]
-            post = kernels.bn_affine(bn, self.chips[0]._npad())
+        bn = absorbing(self, lambda: all(layer.takes_post(part)
+                                         for layer, part in zip(self.chips, parts)))
+        post = None if bn is None else kernels.bn_affine(bn, self.chips[0]._npad())
         for k, (layer, part) in enumerate(zip(self.chips, parts)):
             torch.set_rng_state(rng[k])
             if rng_cuda:

@@ -36,11 +36,12 @@ def keep_freed_memory() -> bool:
         _applied = False
         if os.environ.get("HWSIM_MALLOC", "") != "default" and sys.platform.startswith("linux"):
             try:
-                mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
-                gnu = ctypes.CDLL(None).gnu_get_libc_version  # glibc only (not musl)
-            except (OSError, AttributeError):
+                libc = ctypes.CDLL(None)  # the process's own C library
+            except OSError:
                 return False
-            del gnu
+            if not hasattr(libc, "gnu_get_libc_version"):  # glibc's parameters only
+                return False
+            mallopt = libc.mallopt
             mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
             _applied = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
                             and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
