@@ -252,9 +252,14 @@ class ChipModel:
 
     # ------------------------------------------------------------ read-out
 
+    def row_scales(self) -> torch.Tensor:
+        """The digital factor on each tile row's output (mapping times drift compensation),
+        in tile-row order: the ``scale`` of :meth:`states`."""
+        return self.map_scale * self.alpha[self.tile_of_row]
+
     def states(self) -> dict[str, LayerState]:
         """The current chip as :class:`LayerState` s (tile weights and digital scales)."""
-        scale = self.map_scale * self.alpha[self.tile_of_row]
+        scale = self.row_scales()
         out, tile_index, row = {}, 0, 0
         for name, out_size, in_size, bias, tiles in self.layers:
             states = []

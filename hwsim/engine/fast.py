@@ -117,6 +117,26 @@ class _Group:
             self.tiles.append((t.out_start, t.out_end, wt, scale.clone()))
 
 
+def group_tiles(tiles: list[TileState], kernel: tuple[int, int] | None
+                ) -> list[tuple[int, int, tuple[int, int] | None, list[TileState]]]:
+    """A layer's tiles by the chunk ``a:b`` of inputs they share, in input order, each
+    chunk's tiles in output order: ``(a, b, channels, tiles)``; ``channels``: for a conv
+    (``kernel`` its size) whose chunk holds whole input channels, those channels ``c0:c1``
+    (the fused kernel's and fast unfolding's case), else None."""
+    by_chunk: dict[tuple[int, int], list[TileState]] = {}
+    for t in tiles:
+        by_chunk.setdefault((t.in_start, t.in_end), []).append(t)
+    out = []
+    for (a, b), chunk in sorted(by_chunk.items()):
+        channels = None
+        if kernel is not None:
+            kk = kernel[0] * kernel[1]
+            if a % kk == 0 and b % kk == 0:
+                channels = (a // kk, b // kk)
+        out.append((a, b, channels, sorted(chunk, key=lambda t: t.out_start)))
+    return out
+
+
 def _hooked(module: nn.Module) -> bool:
     """Whether a forward (pre-)hook would see ``module``'s input or output."""
     return bool(module._forward_hooks or module._forward_pre_hooks
@@ -203,24 +223,33 @@ class _FastAnalogLayer(nn.Module):
         """Take this chip's tiles (a new chip or time: the layer is reused, not rebuilt)."""
         io, kernel = self.io, self.kernel_size
         self.out_size = state.out_size
-        by_chunk: dict[tuple[int, int], list[TileState]] = {}
-        for t in state.tiles:
-            by_chunk.setdefault((t.in_start, t.in_end), []).append(t)
-        self.groups = []
-        for (a, b), tiles in sorted(by_chunk.items()):
-            channels = None
-            if kernel is not None:
-                kk = kernel[0] * kernel[1]
-                if a % kk == 0 and b % kk == 0:
-                    channels = (a // kk, b // kk)
-            self.groups.append(_Group(a, b, tiles, channels, kernel, io))
+        self.groups = [_Group(a, b, tiles, channels, kernel, io)
+                       for a, b, channels, tiles in group_tiles(state.tiles, kernel)]
         self.bias = state.bias
         self._packed = None  # the tiles laid out for the fused kernel, on first use
+        self._stale = None  # a state whose tiles only _packed holds (set_packed)
+
+    def set_packed(self, state: LayerState, packed: list[list[kernels.PackedTile]]) -> None:
+        """Take this chip's tiles already laid out for the fused kernel (a
+        :class:`hwsim.engine.packing.ChipPacker` packs every layer of a chip at once) in the
+        tile structure of the layer's current state; the eager path's per-tile weights are
+        built from ``state`` only if it runs (:meth:`_eager_tiles`)."""
+        self.bias = state.bias
+        self._packed = packed
+        self._stale = state
+
+    def _eager_tiles(self) -> None:
+        """Build the groups' own tiles of a state taken by :meth:`set_packed`."""
+        if self._stale is not None:
+            packed, state = self._packed, self._stale
+            self.set_state(state)
+            self._packed = packed
 
     def _npad(self) -> int:
         return -(-self.out_size // kernels.COLS) * kernels.COLS
 
     def _apply(self, fn, recurse=True):  # keep the groups' tensors on the module's device
+        self._eager_tiles()
         super()._apply(fn, recurse)
         self._packed = None
         for g in self.groups:
@@ -300,6 +329,7 @@ class _FastAnalogLayer(nn.Module):
         # A layer of one tile (the usual case) writes its final output directly: the tile's
         # digital scale and the bias are folded into the last multiply. Several tiles add
         # their scaled outputs into a zeroed buffer, and the bias comes last.
+        self._eager_tiles()
         single = len(self.groups) == 1 and len(self.groups[0].tiles) == 1
         out = self._output(n_rows, single, out, device)
         bias_added = False

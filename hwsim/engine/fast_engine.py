@@ -22,10 +22,11 @@ import torch
 from torch import nn
 
 from hwsim.analog.presets import DevicePreset
-from hwsim.engine import chips
+from hwsim.engine import chips, kernels
 from hwsim.engine.aihwkit_engine import AihwkitEngine
 from hwsim.engine.fast import FastAnalogConv2d, FastAnalogLinear, absorb_batchnorms
 from hwsim.engine.fast_io import _IO
+from hwsim.engine.packing import ChipPacker
 from hwsim.engine.stacked import ChipSnapshot, StackedModel
 from hwsim.engine.tiles import LayerState, TileState, read_layers, tile_layout
 
@@ -59,6 +60,8 @@ class FastEngine(AihwkitEngine):
         self._pending: dict[str, LayerState] | None = None  # states not yet installed
         self._states: dict[str, LayerState] | None = None  # the chip's current states
         self._stacked: StackedModel | None = None
+        self._own_chip = False  # whether the current states are this engine's own chip's
+        self._packer: ChipPacker | None = None
 
     def use_reference_chips(self) -> FastEngine:
         """Program and drift with aihwkit's torch tiles (the ``aihwkit`` engine's chips)."""
@@ -98,12 +101,14 @@ class FastEngine(AihwkitEngine):
         if self.reference_chips:
             super().program(seed)
             self._pending = self._states = read_layers(self._analog)
+            self._own_chip = False
             return
         chip = self.chip_model()
         torch.manual_seed(seed)
         with torch.no_grad(), _one_thread():
             chip.program()
         self._pending = self._states = chip.states()
+        self._own_chip = True
 
     def drift(self, t_inference: float, seed: int) -> None:
         if not self.preset.time_dependent:
@@ -111,11 +116,24 @@ class FastEngine(AihwkitEngine):
         if self.reference_chips:
             super().drift(t_inference, seed)
             self._pending = self._states = read_layers(self._analog)
+            self._own_chip = False
             return
         torch.manual_seed(seed)
         with torch.no_grad(), _one_thread():
             self._chip.drift(t_inference)
         self._pending = self._states = self._chip.states()
+        self._own_chip = True
+
+    def _chip_packer(self) -> ChipPacker | None:
+        """The :class:`~hwsim.engine.packing.ChipPacker` of this engine's own chips where
+        the fused kernel runs them (a forward with IO, on the CPU, the kernel built)."""
+        if self._packer is None and self.io is not None and self.io.kernel is not None \
+                and self.device.type == "cpu" and kernels.available():
+            modules = dict(self.digital.named_modules())
+            sizes = {name: tuple(modules[name].kernel_size)
+                     if isinstance(modules[name], nn.Conv2d) else None for name in self._states}
+            self._packer = ChipPacker(self.chip_model(), self._states, sizes, self.io)
+        return self._packer
 
     # ------------------------------------------------------------ several chips at once
 
@@ -125,7 +143,10 @@ class FastEngine(AihwkitEngine):
         if self._states is None:
             raise RuntimeError("program() first")
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        return ChipSnapshot(self._states, torch.get_rng_state(), cuda)
+        packer = self._chip_packer() if self._own_chip else None
+        packed = None if packer is None else (
+            packer, packer.pack(self._chip.weights, self._chip.row_scales()))
+        return ChipSnapshot(self._states, torch.get_rng_state(), cuda, packed)
 
     def stacked_model(self, snapshots: list[ChipSnapshot]) -> StackedModel:
         """A model evaluating these chips in one forward (:mod:`hwsim.engine.stacked`):
@@ -160,6 +181,11 @@ class FastEngine(AihwkitEngine):
         modules = self._base_modules
         digital = self._digital_modules
         on_cpu = self.device.type == "cpu"
+        packer = None if fresh or not self._own_chip else self._chip_packer()
+        if packer is not None:  # the whole chip packed for the fused kernel at once
+            packer.install(modules, packer.pack(self._chip.weights, self._chip.row_scales()),
+                           states)
+            states = {}
         for name, state in states.items():
             layer = modules[name]
             if self.io is None:  # perfect forward: one effective weight, native kernel

@@ -37,6 +37,8 @@ class ChipSnapshot:
     states: dict[str, LayerState]
     rng: torch.Tensor  # torch.get_rng_state() where the chip's own evaluation would start
     rng_cuda: torch.Tensor | None = None  # the same of the CUDA generator (a CUDA device)
+    # the chip's tiles already packed for the fused kernel: (ChipPacker, PackedChip), or None
+    packed: tuple | None = None
 
 
 def stack_inputs(x: torch.Tensor, chips: int) -> torch.Tensor:
@@ -183,8 +185,16 @@ class StackedModel(nn.Module):
     @torch.no_grad()
     def load(self, snapshots: list[ChipSnapshot]) -> StackedModel:
         """Take these chips (their tiles and generator states)."""
-        for name, layer in self.layers.items():
-            layer.set_states([s.states[name] for s in snapshots], self.io, self.device)
+        packed = self.io is not None and len(snapshots) == self.size and all(
+            s.packed is not None for s in snapshots)
+        if packed:  # the layers of the last load, each chip's tiles packed at once
+            for k, s in enumerate(snapshots):
+                packer, chip = s.packed
+                packer.install({name: layer.chips[k] for name, layer in self.layers.items()},
+                               chip, s.states)
+        else:
+            for name, layer in self.layers.items():
+                layer.set_states([s.states[name] for s in snapshots], self.io, self.device)
         self.stack.rng = [s.rng.clone() for s in snapshots]
         self.stack.rng_cuda = [s.rng_cuda.clone() for s in snapshots
                                if s.rng_cuda is not None]
