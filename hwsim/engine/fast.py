@@ -100,7 +100,7 @@ class _Group:
         # Inputs enter as DAC levels and outputs leave as ADC levels: fold both steps into
         # the weights once, so the product lands directly in output-level units.
         gain = (io.inp_step or 1.0) / (io.out_step or 1.0)
-        for t in sorted(tiles, key=lambda t: t.out_start):
+        for t in tiles:  # in output order (group_tiles)
             w = t.weight
             n_out, n_in = w.shape
             wt = w.new_empty(n_in, n_out)  # (in, out), in one pass from the tile's layout

@@ -26,7 +26,7 @@ from hwsim.engine import chips, kernels
 from hwsim.engine.aihwkit_engine import AihwkitEngine
 from hwsim.engine.fast import FastAnalogConv2d, FastAnalogLinear, absorb_batchnorms
 from hwsim.engine.fast_io import _IO
-from hwsim.engine.packing import ChipPacker
+from hwsim.engine.packing import ChipPacker, PackedChip
 from hwsim.engine.stacked import ChipSnapshot, StackedModel
 from hwsim.engine.tiles import LayerState, TileState, read_layers, tile_layout
 
@@ -135,6 +135,12 @@ class FastEngine(AihwkitEngine):
             self._packer = ChipPacker(self.chip_model(), self._states, sizes, self.io)
         return self._packer
 
+    def _packed_chip(self) -> PackedChip | None:
+        """The current chip packed for the fused kernel, where this engine packs its chips."""
+        packer = self._chip_packer() if self._own_chip else None
+        return None if packer is None else packer.pack(self._chip.weights,
+                                                       self._chip.row_scales())
+
     # ------------------------------------------------------------ several chips at once
 
     def snapshot(self) -> ChipSnapshot:
@@ -143,10 +149,7 @@ class FastEngine(AihwkitEngine):
         if self._states is None:
             raise RuntimeError("program() first")
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        packer = self._chip_packer() if self._own_chip else None
-        packed = None if packer is None else (
-            packer, packer.pack(self._chip.weights, self._chip.row_scales()))
-        return ChipSnapshot(self._states, torch.get_rng_state(), cuda, packed)
+        return ChipSnapshot(self._states, torch.get_rng_state(), cuda, self._packed_chip())
 
     def stacked_model(self, snapshots: list[ChipSnapshot]) -> StackedModel:
         """A model evaluating these chips in one forward (:mod:`hwsim.engine.stacked`):
@@ -181,10 +184,9 @@ class FastEngine(AihwkitEngine):
         modules = self._base_modules
         digital = self._digital_modules
         on_cpu = self.device.type == "cpu"
-        packer = None if fresh or not self._own_chip else self._chip_packer()
-        if packer is not None:  # the whole chip packed for the fused kernel at once
-            packer.install(modules, packer.pack(self._chip.weights, self._chip.row_scales()),
-                           states)
+        packed = None if fresh else self._packed_chip()
+        if packed is not None:  # the whole chip packed at once: no layer left to fill
+            packed.install(modules, states)
             states = {}
         for name, state in states.items():
             layer = modules[name]

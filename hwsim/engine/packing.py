@@ -25,11 +25,21 @@ from hwsim.engine.tiles import LayerState
 
 @dataclass
 class PackedChip:
-    """One chip's packed weights and column scales (flat; :meth:`ChipPacker.install` hands
-    out views of them)."""
+    """One chip's packed weights and column scales (flat; :meth:`install` hands out views
+    of them), and the packer that laid them out."""
 
     weights: torch.Tensor
     col_scales: torch.Tensor
+    packer: ChipPacker
+
+    def install(self, layers: dict, states: dict[str, LayerState]) -> None:
+        """Hand each of ``layers`` (fast layers of the packer's tile structure, by name) its
+        packed tiles; ``states``: this chip's layer states."""
+        w, cs = self.weights, self.col_scales
+        for name, groups in self.packer.layers:
+            layers[name].set_packed(states[name], [
+                [kernels.PackedTile(w[o:o + k * npad].view(k, npad), cs[r:r + npad], bias, n)
+                 for o, k, npad, r, n, bias in tiles] for tiles in groups])
 
 
 class ChipPacker:
@@ -96,13 +106,4 @@ class ChipPacker:
         w.mul_(self.gain)
         cs = torch.cat([row_scales, zero]).index_select(0, self.r_index)
         cs.mul_(self.out_step)
-        return PackedChip(w, cs)
-
-    def install(self, layers: dict, packed: PackedChip, states: dict[str, LayerState]) -> None:
-        """Hand each of ``layers`` (fast layers of this packer's tile structure, by name) its
-        packed tiles of ``packed``, the chip whose layer states are ``states``."""
-        w, cs = packed.weights, packed.col_scales
-        for name, groups in self.layers:
-            layers[name].set_packed(states[name], [
-                [kernels.PackedTile(w[o:o + k * npad].view(k, npad), cs[r:r + npad], bias, n)
-                 for o, k, npad, r, n, bias in tiles] for tiles in groups])
+        return PackedChip(w, cs, self)

@@ -27,6 +27,7 @@ from torch import nn
 
 from hwsim.engine import kernels
 from hwsim.engine.fast import FastAnalogConv2d, FastAnalogLinear, absorb_batchnorms, absorbing
+from hwsim.engine.packing import PackedChip
 from hwsim.engine.tiles import LayerState
 
 
@@ -37,8 +38,8 @@ class ChipSnapshot:
     states: dict[str, LayerState]
     rng: torch.Tensor  # torch.get_rng_state() where the chip's own evaluation would start
     rng_cuda: torch.Tensor | None = None  # the same of the CUDA generator (a CUDA device)
-    # the chip's tiles already packed for the fused kernel: (ChipPacker, PackedChip), or None
-    packed: tuple | None = None
+    # the chip's tiles already packed for the fused kernel (hwsim.engine.packing), or None
+    packed: PackedChip | None = None
 
 
 def stack_inputs(x: torch.Tensor, chips: int) -> torch.Tensor:
@@ -189,9 +190,8 @@ class StackedModel(nn.Module):
             s.packed is not None for s in snapshots)
         if packed:  # the layers of the last load, each chip's tiles packed at once
             for k, s in enumerate(snapshots):
-                packer, chip = s.packed
-                packer.install({name: layer.chips[k] for name, layer in self.layers.items()},
-                               chip, s.states)
+                s.packed.install({name: layer.chips[k] for name, layer in self.layers.items()},
+                                 s.states)
         else:
             for name, layer in self.layers.items():
                 layer.set_states([s.states[name] for s in snapshots], self.io, self.device)
